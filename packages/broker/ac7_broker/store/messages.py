@@ -1,0 +1,204 @@
+"""The message log: append, and viewer-scoped newest-first history."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from .clock import Clock
+from .cursor import MAX_TS, Cursor
+from .ids import new_message_id
+from .worker import DbWorker
+
+MAX_PAGE = 1000
+
+_COLUMNS = "id, ts, sender, recipient, title, body, level, data"
+
+# Each viewer-visible class of message has its own index range already ordered by (ts, id), so every branch is
+# an index range scan that stops after :limit rows; only those ≤3×limit (rowid, ts, id) triples are merged and
+# only the final page's rows are read from the table. Nothing ever scans or sorts the whole table.
+# UNION (not UNION ALL): a DM to oneself is both "received" and "sent", and must appear once.
+_FEED_SQL = f"""
+SELECT {_COLUMNS} FROM messages WHERE rowid IN (
+    SELECT rid FROM (
+        SELECT * FROM (
+            SELECT rowid AS rid, ts, id FROM messages
+            WHERE recipient IS NULL AND (ts, id) < (:ts, :id)
+            ORDER BY ts DESC, id DESC LIMIT :limit)
+        UNION
+        SELECT * FROM (
+            SELECT rowid AS rid, ts, id FROM messages
+            WHERE recipient = :viewer AND (ts, id) < (:ts, :id)
+            ORDER BY ts DESC, id DESC LIMIT :limit)
+        UNION
+        SELECT * FROM (
+            SELECT rowid AS rid, ts, id FROM messages
+            WHERE recipient IS NOT NULL AND sender = :viewer AND (ts, id) < (:ts, :id)
+            ORDER BY ts DESC, id DESC LIMIT :limit)
+        ORDER BY ts DESC, id DESC LIMIT :limit))
+ORDER BY ts DESC, id DESC
+"""
+
+_THREAD_SQL = f"""
+SELECT {_COLUMNS} FROM messages WHERE rowid IN (
+    SELECT rid FROM (
+        SELECT * FROM (
+            SELECT rowid AS rid, ts, id FROM messages
+            WHERE sender = :viewer AND recipient = :other AND (ts, id) < (:ts, :id)
+            ORDER BY ts DESC, id DESC LIMIT :limit)
+        UNION ALL
+        SELECT * FROM (
+            SELECT rowid AS rid, ts, id FROM messages
+            WHERE sender = :other AND recipient = :viewer AND (ts, id) < (:ts, :id)
+            ORDER BY ts DESC, id DESC LIMIT :limit)
+        ORDER BY ts DESC, id DESC LIMIT :limit))
+ORDER BY ts DESC, id DESC
+"""
+
+_SELF_THREAD_SQL = f"""
+SELECT {_COLUMNS} FROM messages
+WHERE sender = :viewer AND recipient = :viewer AND (ts, id) < (:ts, :id)
+ORDER BY ts DESC, id DESC LIMIT :limit
+"""
+
+_INSERT_SQL = f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: str
+    ts: int
+    sender: str
+    recipient: str | None
+    title: str | None
+    body: str
+    level: str
+    data: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire ``Message``; ``to`` is null for a broadcast."""
+        return {
+            "id": self.id,
+            "ts": self.ts,
+            "from": self.sender,
+            "to": self.recipient,
+            "title": self.title,
+            "body": self.body,
+            "level": self.level,
+            "data": self.data,
+        }
+
+    @property
+    def cursor(self) -> Cursor:
+        return Cursor(self.ts, self.id)
+
+
+def _row_to_message(row: tuple[Any, ...]) -> Message:
+    id_, ts, sender, recipient, title, body, level, data = row
+    return Message(id_, ts, sender, recipient, title, body, level, json.loads(data))
+
+
+def _require_name(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string")
+    return value
+
+
+def history_query(viewer: str, with_slot: str | None, limit: int, before: Cursor | None) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters ``history`` runs; public so tests can EXPLAIN it."""
+    _require_name(viewer, "viewer")
+    if with_slot is not None:
+        _require_name(with_slot, "with_slot")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be an integer in 1..{MAX_PAGE}")
+    ts, id_ = before.bound() if before is not None else (MAX_TS, "")
+    params: dict[str, Any] = {"viewer": viewer, "limit": limit, "ts": ts, "id": id_}
+    if with_slot is None:
+        return _FEED_SQL, params
+    if with_slot == viewer:
+        return _SELF_THREAD_SQL, params
+    params["other"] = with_slot
+    return _THREAD_SQL, params
+
+
+class MessageStore:
+    """Messages in the main database. All methods run on the main database's worker thread."""
+
+    def __init__(self, worker: DbWorker, clock: Clock) -> None:
+        self._worker = worker
+        self._clock = clock
+
+    async def append(
+        self,
+        sender: str,
+        recipient: str | None,
+        title: str | None,
+        body: str,
+        level: str,
+        data: dict[str, Any],
+    ) -> Message:
+        """Store a message stamped with a fresh id and the current time.
+
+        The id and ts are assigned on the worker thread, so store order, id order and (clock permitting) ts
+        order agree.
+        """
+        _require_name(sender, "sender")
+        if recipient is not None:
+            _require_name(recipient, "recipient")
+        if title is not None and not isinstance(title, str):
+            raise TypeError("title must be a string or None")
+        if not isinstance(body, str) or not isinstance(level, str):
+            raise TypeError("body and level must be strings")
+        if not isinstance(data, dict):
+            raise TypeError("data must be a JSON object (dict)")
+        return await self._worker.run(self._append, sender, recipient, title, body, level, data)
+
+    def _append(
+        self,
+        conn: sqlite3.Connection,
+        sender: str,
+        recipient: str | None,
+        title: str | None,
+        body: str,
+        level: str,
+        data: dict[str, Any],
+    ) -> Message:
+        # ASCII-escaped so a lone surrogate from a JSON "\\udXXX" escape stays storable instead of failing to encode.
+        data_text = json.dumps(data, allow_nan=False, separators=(",", ":"))
+        ts = self._clock()
+        id_ = new_message_id(ts)
+        conn.execute(_INSERT_SQL, (id_, ts, sender, recipient, title, body, level, data_text))
+        # Hand back what history will return (e.g. tuples become lists), not the caller's mutable dict.
+        return Message(id_, ts, sender, recipient, title, body, level, json.loads(data_text))
+
+    async def history(
+        self,
+        viewer: str,
+        *,
+        with_slot: str | None = None,
+        limit: int = 100,
+        before: Cursor | None = None,
+    ) -> tuple[list[Message], Cursor | None]:
+        """Newest-first page of what ``viewer`` may see: broadcasts plus DMs it sent or received.
+
+        With ``with_slot`` only the DM thread between the two (both directions; with itself: DMs to self).
+        The returned cursor continues after the last row, and is None once a short page shows the end.
+        """
+        sql, params = history_query(viewer, with_slot, limit, before)
+        messages = await self._worker.run(_fetch_messages, sql, params)
+        next_cursor = messages[-1].cursor if len(messages) == limit else None
+        return messages, next_cursor
+
+    async def count(self) -> int:
+        return await self._worker.run(_count)
+
+
+def _fetch_messages(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> list[Message]:
+    # Decoding here keeps even large pages' JSON parsing off the event loop.
+    return [_row_to_message(row) for row in conn.execute(sql, params)]
+
+
+def _count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])

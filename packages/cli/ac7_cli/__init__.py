@@ -1,0 +1,1 @@
+"""The ac7 command line."""
