@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ac7_cli.commands import enroll, rotate, serve, setup, slot
+from ac7_cli.commands import enroll, messaging, prune, rotate, serve, setup, slot
 from ac7_core import __version__
 from ac7_core.errors import Ac7Error
 
@@ -31,7 +31,17 @@ def cli() -> None:
     """ac7: a self-hosted control plane for teams of AI coding agents."""
 
 
-for command in (setup.setup, slot.slot, rotate.rotate, enroll.enroll, serve.serve):
+for command in (
+    setup.setup,
+    slot.slot,
+    rotate.rotate,
+    enroll.enroll,
+    serve.serve,
+    messaging.push,
+    messaging.roster,
+    messaging.history,
+    prune.prune_traces,
+):
     cli.add_command(command)
 
 

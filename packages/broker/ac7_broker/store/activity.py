@@ -17,7 +17,6 @@ MAX_PAGE = 1000
 # freed pages, and inserts queued on the same worker run between chunks.
 PRUNE_CHUNK = 500
 
-_COLUMNS = "id, agent, kind, ts, created_at, event"
 _MAX_INT64 = (1 << 63) - 1
 
 
@@ -87,9 +86,7 @@ class ActivityStore:
             return []
         return await self._worker.run(self._insert_batch, agent, list(events))
 
-    def _insert_batch(
-        self, conn: sqlite3.Connection, agent: str, events: list[Mapping[str, Any]]
-    ) -> list[ActivityRow]:
+    def _insert_batch(self, conn: sqlite3.Connection, agent: str, events: list[Mapping[str, Any]]) -> list[ActivityRow]:
         # Encoding happens on this worker thread, off the event loop, and before the write lock is taken.
         encoded = [_encode_event(event) for event in events]
         created_at = self._clock()
@@ -124,15 +121,15 @@ class ActivityStore:
         kinds = _kinds(kind)
         if kinds is not None and not kinds:
             return [], None
-        sql, params = _list_query(
-            agent,
-            _int_or_none(from_ts, "from_ts"),
-            _int_or_none(to_ts, "to_ts"),
-            kinds,
-            limit,
-            _int_or_none(before_id, "before_id"),
-        )
-        rows = await self._worker.run(_fetch_rows, sql, params)
+        before = _int_or_none(before_id, "before_id")
+        params: dict[str, Any] = {
+            "agent": agent,
+            "limit": limit,
+            "before": _MAX_INT64 if before is None else before,
+            "from_ts": _int_or_none(from_ts, "from_ts"),
+            "to_ts": _int_or_none(to_ts, "to_ts"),
+        }
+        rows = await self._worker.run(_list, params, kinds)
         return rows, rows[-1].id if len(rows) == limit else None
 
     async def prune(self, older_than_ms: int) -> int:
@@ -163,62 +160,58 @@ def _kinds(kind: str | Sequence[str] | None) -> list[str] | None:
     return values
 
 
-def _list_query(
-    agent: str,
-    from_ts: int | None,
-    to_ts: int | None,
-    kinds: list[str] | None,
-    limit: int,
-    before_id: int | None,
-) -> tuple[str, dict[str, Any]]:
-    """SQL text assembled only from fixed fragments; every value is a bound parameter."""
-    params: dict[str, Any] = {
-        "agent": agent,
-        "limit": limit,
-        "before": _MAX_INT64 if before_id is None else before_id,
-        "from_ts": from_ts,
-        "to_ts": to_ts,
-    }
-    where = "agent = :agent AND id < :before"
-    if from_ts is not None:
-        where += " AND ts >= :from_ts"
-    if to_ts is not None:
-        where += " AND ts <= :to_ts"
-    if kinds is None or len(kinds) == 1:
-        if kinds is not None:
-            params["kind0"] = kinds[0]
-            where += " AND kind = :kind0"
-        sql = "SELECT " + _COLUMNS + " FROM activity WHERE " + where + " ORDER BY id DESC LIMIT :limit"
-        return sql, params
-    # Several kinds: one (agent, kind, id) range per kind, each already newest-first and cut at :limit, merged.
-    # A plain "kind IN (...)" would make SQLite collect and sort every matching row of the agent first.
-    branches = []
-    for i, value in enumerate(kinds):
-        params[f"kind{i}"] = value
-        branches.append(
-            "SELECT * FROM (SELECT id FROM activity WHERE "
-            + where
-            + f" AND kind = :kind{i} ORDER BY id DESC LIMIT :limit)"
-        )
-    sql = (
-        "SELECT "
-        + _COLUMNS
-        + " FROM activity WHERE id IN (SELECT id FROM ("
-        + " UNION ALL ".join(branches)
-        + " ORDER BY id DESC LIMIT :limit)) ORDER BY id DESC"
-    )
-    return sql, params
+# Fixed SQL texts: optional filters are NULL-able parameters rather than string-built clauses. The ts tests are
+# answered from the index's trailing ts column before any table row is read. INDEXED BY keeps the plan
+# independent of statistics (stale sqlite_stat1 from a tiny table would otherwise pick a full scan).
+_LIST_SQL = """
+SELECT id, agent, kind, ts, created_at, event FROM activity INDEXED BY activity_agent_id
+WHERE agent = :agent AND id < :before
+  AND (:from_ts IS NULL OR ts >= :from_ts) AND (:to_ts IS NULL OR ts <= :to_ts)
+ORDER BY id DESC LIMIT :limit
+"""
+_LIST_KIND_SQL = """
+SELECT id, agent, kind, ts, created_at, event FROM activity INDEXED BY activity_agent_kind_id
+WHERE agent = :agent AND kind = :kind AND id < :before
+  AND (:from_ts IS NULL OR ts >= :from_ts) AND (:to_ts IS NULL OR ts <= :to_ts)
+ORDER BY id DESC LIMIT :limit
+"""
+_LIST_KIND_IDS_SQL = """
+SELECT id FROM activity INDEXED BY activity_agent_kind_id
+WHERE agent = :agent AND kind = :kind AND id < :before
+  AND (:from_ts IS NULL OR ts >= :from_ts) AND (:to_ts IS NULL OR ts <= :to_ts)
+ORDER BY id DESC LIMIT :limit
+"""
+_ROW_BY_ID_SQL = "SELECT id, agent, kind, ts, created_at, event FROM activity WHERE id = ?"
 
 
-def _fetch_rows(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> list[ActivityRow]:
-    return [ActivityRow(*row) for row in conn.execute(sql, params)]
+def _list(conn: sqlite3.Connection, params: dict[str, Any], kinds: list[str] | None) -> list[ActivityRow]:
+    if kinds is None:
+        return [ActivityRow(*row) for row in conn.execute(_LIST_SQL, params)]
+    if len(kinds) == 1:
+        return [ActivityRow(*row) for row in conn.execute(_LIST_KIND_SQL, {**params, "kind": kinds[0]})]
+    # Several kinds: walk each kind's (agent, kind, id) range newest-first from the index alone, keep the newest
+    # :limit ids overall, then read just those rows. "kind IN (...)" would instead have SQLite gather and sort
+    # every matching row of the agent, each carrying a large event, before applying the limit.
+    ids: list[int] = []
+    for value in kinds:
+        ids.extend(row[0] for row in conn.execute(_LIST_KIND_IDS_SQL, {**params, "kind": value}))
+    ids = sorted(ids, reverse=True)[: params["limit"]]
+    rows = []
+    for row_id in ids:
+        row = conn.execute(_ROW_BY_ID_SQL, (row_id,)).fetchone()
+        if row is not None:
+            rows.append(ActivityRow(*row))
+    return rows
 
 
 def _prune_chunk(conn: sqlite3.Connection, cutoff: int, chunk: int) -> int:
-    return conn.execute(
-        "DELETE FROM activity WHERE id IN (SELECT id FROM activity WHERE ts < ? ORDER BY ts LIMIT ?)",
-        (cutoff, chunk),
-    ).rowcount
+    # Two steps rather than "DELETE ... WHERE id IN (subquery)", whose outer loop SQLite may plan as a scan.
+    with write_transaction(conn):
+        ids = conn.execute(
+            "SELECT id FROM activity INDEXED BY activity_ts WHERE ts < ? ORDER BY ts LIMIT ?", (cutoff, chunk)
+        ).fetchall()
+        conn.executemany("DELETE FROM activity WHERE id = ?", ids)
+    return len(ids)
 
 
 def _count(conn: sqlite3.Connection, agent: str | None) -> int:

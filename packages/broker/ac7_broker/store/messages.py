@@ -14,56 +14,58 @@ from .worker import DbWorker
 
 MAX_PAGE = 1000
 
-_COLUMNS = "id, ts, sender, recipient, title, body, level, data"
-
-# Each viewer-visible class of message has its own index range already ordered by (ts, id), so every branch is
-# an index range scan that stops after :limit rows; only those ≤3×limit (rowid, ts, id) triples are merged and
-# only the final page's rows are read from the table. Nothing ever scans or sorts the whole table.
-# UNION (not UNION ALL): a DM to oneself is both "received" and "sent", and must appear once.
-_FEED_SQL = f"""
-SELECT {_COLUMNS} FROM messages WHERE rowid IN (
-    SELECT rid FROM (
-        SELECT * FROM (
-            SELECT rowid AS rid, ts, id FROM messages
-            WHERE recipient IS NULL AND (ts, id) < (:ts, :id)
-            ORDER BY ts DESC, id DESC LIMIT :limit)
-        UNION
-        SELECT * FROM (
-            SELECT rowid AS rid, ts, id FROM messages
-            WHERE recipient = :viewer AND (ts, id) < (:ts, :id)
-            ORDER BY ts DESC, id DESC LIMIT :limit)
-        UNION
-        SELECT * FROM (
-            SELECT rowid AS rid, ts, id FROM messages
-            WHERE recipient IS NOT NULL AND sender = :viewer AND (ts, id) < (:ts, :id)
-            ORDER BY ts DESC, id DESC LIMIT :limit)
-        ORDER BY ts DESC, id DESC LIMIT :limit))
-ORDER BY ts DESC, id DESC
+# History runs in two steps. Step 1 (below) finds the page's rowids from the indexes alone: each class of message
+# a viewer may see has its own index range already ordered by (ts, id), so every branch is a range scan that
+# stops after :limit entries, and at most 3 * limit (rowid, ts, id) triples are merged. Step 2 reads just those
+# rows by rowid. Nothing scans or sorts the table.
+# The plan is pinned (INDEXED BY, and rowid point reads instead of a join) because it must not depend on
+# statistics: sqlite_stat1 gathered while a table was tiny (say, on a fresh install) would otherwise steer SQLite
+# into full scans and keep it there as the table grows.
+# UNION (not UNION ALL) in the feed: a DM to oneself is both "received" and "sent", and must appear once.
+_FEED_PAGE_SQL = """
+SELECT rid FROM (
+    SELECT * FROM (
+        SELECT rowid AS rid, ts, id FROM messages INDEXED BY messages_recipient_ts
+        WHERE recipient IS NULL AND (ts, id) < (:ts, :id)
+        ORDER BY ts DESC, id DESC LIMIT :limit)
+    UNION
+    SELECT * FROM (
+        SELECT rowid AS rid, ts, id FROM messages INDEXED BY messages_recipient_ts
+        WHERE recipient = :viewer AND (ts, id) < (:ts, :id)
+        ORDER BY ts DESC, id DESC LIMIT :limit)
+    UNION
+    SELECT * FROM (
+        SELECT rowid AS rid, ts, id FROM messages INDEXED BY messages_dm_sender_ts
+        WHERE recipient IS NOT NULL AND sender = :viewer AND (ts, id) < (:ts, :id)
+        ORDER BY ts DESC, id DESC LIMIT :limit)
+    ORDER BY ts DESC, id DESC LIMIT :limit)
 """
 
-_THREAD_SQL = f"""
-SELECT {_COLUMNS} FROM messages WHERE rowid IN (
-    SELECT rid FROM (
-        SELECT * FROM (
-            SELECT rowid AS rid, ts, id FROM messages
-            WHERE sender = :viewer AND recipient = :other AND (ts, id) < (:ts, :id)
-            ORDER BY ts DESC, id DESC LIMIT :limit)
-        UNION ALL
-        SELECT * FROM (
-            SELECT rowid AS rid, ts, id FROM messages
-            WHERE sender = :other AND recipient = :viewer AND (ts, id) < (:ts, :id)
-            ORDER BY ts DESC, id DESC LIMIT :limit)
-        ORDER BY ts DESC, id DESC LIMIT :limit))
-ORDER BY ts DESC, id DESC
+_THREAD_PAGE_SQL = """
+SELECT rid FROM (
+    SELECT * FROM (
+        SELECT rowid AS rid, ts, id FROM messages INDEXED BY messages_dm_pair_ts
+        WHERE sender = :viewer AND recipient = :other AND (ts, id) < (:ts, :id)
+        ORDER BY ts DESC, id DESC LIMIT :limit)
+    UNION ALL
+    SELECT * FROM (
+        SELECT rowid AS rid, ts, id FROM messages INDEXED BY messages_dm_pair_ts
+        WHERE sender = :other AND recipient = :viewer AND (ts, id) < (:ts, :id)
+        ORDER BY ts DESC, id DESC LIMIT :limit)
+    ORDER BY ts DESC, id DESC LIMIT :limit)
 """
 
-_SELF_THREAD_SQL = f"""
-SELECT {_COLUMNS} FROM messages
+_SELF_THREAD_PAGE_SQL = """
+SELECT rowid FROM messages INDEXED BY messages_dm_pair_ts
 WHERE sender = :viewer AND recipient = :viewer AND (ts, id) < (:ts, :id)
 ORDER BY ts DESC, id DESC LIMIT :limit
 """
 
-_INSERT_SQL = f"INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_ROW_SQL = "SELECT id, ts, sender, recipient, title, body, level, data FROM messages WHERE rowid = ?"
+
+_INSERT_SQL = (
+    "INSERT INTO messages (id, ts, sender, recipient, title, body, level, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,7 @@ def _require_name(value: object, what: str) -> str:
 
 
 def history_query(viewer: str, with_slot: str | None, limit: int, before: Cursor | None) -> tuple[str, dict[str, Any]]:
-    """The SQL and parameters ``history`` runs; public so tests can EXPLAIN it."""
+    """The page-finding SQL and parameters ``history`` runs; public so tests can EXPLAIN it."""
     _require_name(viewer, "viewer")
     if with_slot is not None:
         _require_name(with_slot, "with_slot")
@@ -116,11 +118,11 @@ def history_query(viewer: str, with_slot: str | None, limit: int, before: Cursor
     ts, id_ = before.bound() if before is not None else (MAX_TS, "")
     params: dict[str, Any] = {"viewer": viewer, "limit": limit, "ts": ts, "id": id_}
     if with_slot is None:
-        return _FEED_SQL, params
+        return _FEED_PAGE_SQL, params
     if with_slot == viewer:
-        return _SELF_THREAD_SQL, params
+        return _SELF_THREAD_PAGE_SQL, params
     params["other"] = with_slot
-    return _THREAD_SQL, params
+    return _THREAD_PAGE_SQL, params
 
 
 class MessageStore:
@@ -165,7 +167,7 @@ class MessageStore:
         level: str,
         data: dict[str, Any],
     ) -> Message:
-        # ASCII-escaped so a lone surrogate from a JSON "\\udXXX" escape stays storable instead of failing to encode.
+        # ASCII-escaped so a lone surrogate (from a JSON \udXXX escape) stays storable rather than failing.
         data_text = json.dumps(data, allow_nan=False, separators=(",", ":"))
         ts = self._clock()
         id_ = new_message_id(ts)
@@ -196,8 +198,14 @@ class MessageStore:
 
 
 def _fetch_messages(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> list[Message]:
-    # Decoding here keeps even large pages' JSON parsing off the event loop.
-    return [_row_to_message(row) for row in conn.execute(sql, params)]
+    # One read transaction so both steps see the same snapshot. Decoding here keeps JSON parsing off the loop.
+    conn.execute("BEGIN")
+    try:
+        rowids = conn.execute(sql, params).fetchall()
+        rows = [conn.execute(_ROW_SQL, rowid).fetchone() for rowid in rowids]
+    finally:
+        conn.execute("COMMIT")
+    return [_row_to_message(row) for row in rows if row is not None]
 
 
 def _count(conn: sqlite3.Connection) -> int:

@@ -27,8 +27,10 @@ MAIN_MIGRATIONS: Sequence[Migration] = (
         # Broadcasts (recipient IS NULL) and DMs received (recipient = ?) are both equality prefixes on this one
         # index, so each is a single range scan already ordered by (ts, id).
         "CREATE INDEX IF NOT EXISTS messages_recipient_ts ON messages (recipient, ts, id)",
-        # DMs sent. Partial, so a sender who mostly broadcasts does not make the scan wade through broadcasts.
-        "CREATE INDEX IF NOT EXISTS messages_dm_sender_ts ON messages (sender, ts, id) WHERE recipient IS NOT NULL",
+        # DMs sent. Partial, so a sender who mostly broadcasts does not make the scan wade through broadcasts;
+        # the trailing recipient lets SQLite confirm the partial-index condition without a table lookup.
+        "CREATE INDEX IF NOT EXISTS messages_dm_sender_ts"
+        " ON messages (sender, ts, id, recipient) WHERE recipient IS NOT NULL",
         # One direction of a DM thread.
         "CREATE INDEX IF NOT EXISTS messages_dm_pair_ts"
         " ON messages (sender, recipient, ts, id) WHERE recipient IS NOT NULL",

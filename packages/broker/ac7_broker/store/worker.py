@@ -129,11 +129,9 @@ class DbWorker:
 
     def _shutdown_connection(self) -> None:
         conn, self._conn = self._conn, None
+        # No "PRAGMA optimize" here: statistics gathered on a still-small table would mislead the planner later.
         if conn is not None:
-            try:
-                conn.execute("PRAGMA optimize")
-            finally:
-                conn.close()
+            conn.close()
 
     async def close(self) -> None:
         """Let queued jobs finish, then close the connection and stop the thread. Safe to call repeatedly."""

@@ -1,0 +1,88 @@
+"""Agents' LLM activity: upload (self only), list and live stream (self or director)."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from ac7_broker.auth import caller_of, require_self, require_self_or_director
+from ac7_broker.errors import bad_request, not_found
+from ac7_broker.request_body import json_response, read_json
+from ac7_broker.routes.live import require_upgrade, serve_socket
+from ac7_broker.state import STATE_KEY, BrokerState
+from ac7_core.activity import ACTIVITY_KINDS, ActivityError, validate_upload
+
+routes = web.RouteTableDef()
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+_INT_RE = re.compile(r"[0-9]{1,19}")
+
+
+def _agent(request: web.Request, state: BrokerState) -> str:
+    name = request.match_info["name"]
+    if state.slot(name) is None:
+        raise not_found(f"no slot named {name!r}")
+    return name
+
+
+def _nonneg(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not _INT_RE.fullmatch(raw) or int(raw) > (1 << 63) - 1:
+        raise bad_request(f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+@routes.post("/agents/{name}/activity")
+async def upload(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    caller = caller_of(request)
+    agent = _agent(request, state)
+    require_self(caller, agent, "upload its activity")
+    body = await read_json(request, state.settings.max_activity_body)
+    try:
+        events = validate_upload(body)
+    except ActivityError as exc:
+        raise bad_request(str(exc)) from None
+    rows = await state.store.activity.insert_batch(agent, events)
+    for row in rows:
+        state.activity_streams.deliver([agent], row.to_json_text())
+    return json_response({"accepted": len(rows)}, status=201)
+
+
+@routes.get("/agents/{name}/activity")
+async def list_activity(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    caller = caller_of(request)
+    agent = _agent(request, state)
+    require_self_or_director(caller, agent, "read its activity")
+    kind = request.query.get("kind")
+    if kind is not None and kind not in ACTIVITY_KINDS:
+        raise bad_request(f"kind must be one of {', '.join(ACTIVITY_KINDS)}")
+    limit = _nonneg(request, "limit")
+    limit = DEFAULT_PAGE if limit is None else max(1, min(MAX_PAGE, limit))
+    before = _nonneg(request, "before")
+    rows, next_before = await state.store.activity.list(
+        agent,
+        from_ts=_nonneg(request, "from"),
+        to_ts=_nonneg(request, "to"),
+        kind=kind,
+        limit=limit,
+        before_id=before,
+    )
+    # Rows are spliced as stored text: re-encoding tens of KB per event would dominate this endpoint.
+    text = '{"activity":[' + ",".join(r.to_json_text() for r in rows) + '],"nextBefore":'
+    text += ("null" if next_before is None else str(next_before)) + "}"
+    return web.Response(text=text, content_type="application/json")
+
+
+@routes.get("/agents/{name}/activity/stream")
+async def stream_activity(request: web.Request) -> web.WebSocketResponse:
+    state = request.app[STATE_KEY]
+    caller = caller_of(request)
+    agent = _agent(request, state)
+    require_self_or_director(caller, agent, "watch its activity")
+    require_upgrade(request)
+    return await serve_socket(request, state, state.activity_streams, agent, caller)
