@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/ac7 demo --config $(CONFIG)
+	$(BIN)/ac7 serve --demo --config $(CONFIG)
 
 test: $(STAMP)
 	$(BIN)/pytest -q

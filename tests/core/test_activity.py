@@ -152,6 +152,13 @@ def nested_list(depth: int) -> list[Any]:
     return value
 
 
+def nested_dict(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"k": value}
+    return value
+
+
 # --- valid input --------------------------------------------------------------------------------------------------
 
 
@@ -203,6 +210,7 @@ def test_boundaries_that_are_allowed() -> None:
     event["duration"] = 86_400_000
     event["entry"]["request"]["messages"][1]["content"][2]["input"] = nested_list(MAX_DEPTH)
     event["entry"]["request"]["tools"][0]["inputSchema"] = {"a": nested_list(MAX_DEPTH - 1)}
+    event["entry"]["response"]["error"] = nested_dict(MAX_DEPTH)
     validate_event(event)
 
 
@@ -390,7 +398,7 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ("temperature-string", lambda b: _req(b).update(temperature="1"), f"{Q}.temperature", "number"),
     ("system-string", lambda b: _req(b).update(system="hi"), f"{Q}.system", "array of blocks"),
     ("messages-object", lambda b: _req(b).update(messages={}), M, "must be an array, got object"),
-    ("message-not-object", lambda b: _msgs(b).append([]), f"{M}[4]", "must be an object, got array"),
+    ("message-not-object", lambda b: _req(b)["messages"].append([]), f"{M}[4]", "must be an object, got array"),
     ("bad-role", lambda b: _msgs(b)[0].update(role="system"), f"{M}[0].role", "'user' or 'assistant'"),
     ("message-extra-key", lambda b: _msgs(b)[3].update(name="x"), f"{M}[3]", "unexpected key 'name'"),
     ("tools-not-list", lambda b: _req(b).update(tools=None), f"{Q}.tools", "must be an array"),
@@ -412,6 +420,7 @@ CASES: list[tuple[str, Mutation, str, str]] = [
         f"{Q}.tools[0].inputSchema",
         "must be an object",
     ),
+    ("tool-not-object", lambda b: _req(b)["tools"].append("Bash"), f"{Q}.tools[1]", "must be an object, got string"),
     # blocks
     ("block-not-object", lambda b: _msgs(b)[0]["content"].append("hi"), f"{M}[0].content[1]", "must be an object"),
     ("block-missing-type", lambda b: _msgs(b)[0]["content"][0].pop("type"), f"{M}[0].content[0]", "key 'type'"),
@@ -540,6 +549,18 @@ CASES: list[tuple[str, Mutation, str, str]] = [
         "nested deeper than 64 levels",
     ),
     (
+        "non-string-key-in-input",
+        lambda b: _tool_use(b)["input"]["opts"][4].update({7: "x"}),
+        f"{M}[1].content[2].input.opts[4][7]",
+        "object keys must be strings",
+    ),
+    (
+        "depth-65-objects-in-error",
+        lambda b: _resp(b).update(error=nested_dict(MAX_DEPTH + 1)),
+        f"{R}.error" + ".k" * MAX_DEPTH,
+        "nested deeper than 64 levels",
+    ),
+    (
         "depth-65-in-schema",
         lambda b: _req(b)["tools"][0].update(inputSchema={"a": {"b": nested_list(MAX_DEPTH - 1)}}),
         f"{Q}.tools[0].inputSchema.a.b" + "[0]" * (MAX_DEPTH - 2),
@@ -587,6 +608,12 @@ CASES: list[tuple[str, Mutation, str, str]] = [
         lambda b: _http(b)["responseHeaders"].update({"x-" + LONE: "v"}),
         f'{H}.responseHeaders["x-\\ud800"]',
         "header name has invalid unicode",
+    ),
+    (
+        "header-name-not-string",
+        lambda b: _http(b)["requestHeaders"].update({None: "v"}),
+        f"{H}.requestHeaders[None]",
+        "header names must be strings",
     ),
     (
         "headers-too-many",

@@ -64,7 +64,7 @@ def test_temp_file_is_created_exclusively_and_0600(target: Path, monkeypatch: py
     umask(0)  # so the creation mode passed to open(2) is exactly what the file gets
     real_open, real_fsync = os.open, os.fsync
     opened: list[dict[str, Any]] = []
-    synced: list[int] = []
+    synced: list[tuple[str, int, bytes]] = []
 
     def spy_open(path: Any, flags: int, mode: int = 0o777, *args: Any, **kwargs: Any) -> int:
         fd = real_open(path, flags, mode, *args, **kwargs)
@@ -74,8 +74,8 @@ def test_temp_file_is_created_exclusively_and_0600(target: Path, monkeypatch: py
 
     def spy_fsync(fd: int) -> None:
         st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode):
-            synced.append(stat.S_IMODE(st.st_mode))
+        kind = "file" if stat.S_ISREG(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else "other"
+        synced.append((kind, stat.S_IMODE(st.st_mode) if kind == "file" else 0, target.read_bytes()))
         real_fsync(fd)
 
     monkeypatch.setattr(os, "open", spy_open)
@@ -89,7 +89,8 @@ def test_temp_file_is_created_exclusively_and_0600(target: Path, monkeypatch: py
     assert temp["mode"] == 0o600  # never readable by others, not even for an instant
     for flag in (os.O_CREAT, os.O_EXCL, os.O_NOFOLLOW):
         assert temp["flags"] & flag
-    assert synced == [0o600]  # the data was fsynced before the rename
+    # The temp file's data is fsynced before the rename; the directory is fsynced after it.
+    assert synced == [("file", 0o600, b"old contents\n"), ("dir", 0, b"secret stuff")]
     assert not temp["path"].exists()
 
 
@@ -102,9 +103,7 @@ def test_requested_mode_is_exact_despite_the_umask(target: Path, umask) -> None:
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
-def test_failed_write_keeps_the_original_and_removes_the_temp(
-    target: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_write_keeps_the_original_and_removes_the_temp(target: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def full_disk(fd: int, data: Any) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -116,9 +115,7 @@ def test_failed_write_keeps_the_original_and_removes_the_temp(
     assert _temps(target.parent) == []
 
 
-def test_failed_rename_keeps_the_original_and_removes_the_temp(
-    target: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_rename_keeps_the_original_and_removes_the_temp(target: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken_replace(src: Any, dst: Any) -> None:
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
@@ -175,6 +172,18 @@ def test_remove_stale_temps_only_removes_this_files_temps(tmp_path: Path) -> Non
         (tmp_path / name).write_text("x")
     remove_stale_temps(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+
+
+def test_remove_stale_temps_with_glob_characters_in_the_name(tmp_path: Path) -> None:
+    # A config called "team[1].json" must clean up its own temps and never another config's.
+    path = tmp_path / "team[1].json"
+    own = tmp_path / ".team[1].json.abc123.tmp"
+    other = tmp_path / ".team1.json.abc123.tmp"  # an in-flight write of a different config, "team1.json"
+    own.write_text("x")
+    other.write_text("y")
+    remove_stale_temps(path)
+    assert other.exists()
+    assert not own.exists()
 
 
 # ---- crash between temp write and rename -----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ac7_core import config_edit, tokens
+from ac7_core import tokens
 from ac7_core.config_edit import add_slot, enroll_totp, find_slot, remove_slot, rotate_token
 from ac7_core.config_file import load_config, update_config
 from ac7_core.config_schema import ConfigError
@@ -416,9 +416,3 @@ def test_concurrent_rotations_in_threads_all_persist(crowd: Path, kek_env: dict[
         thread.join(120)
     assert errors == []
     _check_final(crowd, kek_env, issued)
-
-
-def test_module_exports() -> None:
-    # The CLI and broker import these by name.
-    for name in ("rotate_token", "enroll_totp", "add_slot", "remove_slot", "find_slot"):
-        assert callable(getattr(config_edit, name))

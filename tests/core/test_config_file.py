@@ -1,10 +1,12 @@
-"""Loading the team config: migration of plaintext secrets, idempotence, KEK errors, modes and live-reload signatures."""
+"""Loading the team config: migration, idempotence, KEK errors, file modes and live-reload signatures."""
 
 from __future__ import annotations
 
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from ac7_core import config_file, config_schema, tokens
 from ac7_core.config_edit import rotate_token
 from ac7_core.config_file import ConfigWatcher, create_config, file_signature, load_config, update_config
 from ac7_core.errors import Ac7Error
-from ac7_core.kek import KEY_FILE_NAME, KekError
+from ac7_core.kek import KEY_FILE_NAME, KekError, key_from_passphrase
 from ac7_core.sealed import SealError, seal, unseal
 
 TOKEN = "ac7_" + "T" * 43
@@ -145,7 +147,10 @@ def test_unknown_keys_and_comments_survive_migration(plain_path: Path, kek_env: 
 
 @pytest.mark.parametrize("original_mode", [0o644, 0o600, 0o640])
 def test_rewrite_is_0600_whatever_the_umask_and_original_mode(
-    plain_path: Path, kek_env: dict[str, str], umask, original_mode: int  # type: ignore[no-untyped-def]
+    plain_path: Path,
+    kek_env: dict[str, str],
+    umask,
+    original_mode: int,  # type: ignore[no-untyped-def]
 ) -> None:
     umask(0o022)
     plain_path.chmod(original_mode)
@@ -173,6 +178,17 @@ def test_key_file_lives_beside_the_config(plain_path: Path, tmp_path: Path, monk
     again = load_config(plain_path, env={})
     assert again.migrated == ()
     assert again.config.slot("alice").totp_secret == TOTP  # type: ignore[union-attr]
+
+
+def test_no_key_file_is_minted_for_a_config_that_already_holds_sealed_values(
+    plain_path: Path, kek_env: dict[str, str]
+) -> None:
+    load_config(plain_path, env=kek_env)  # sealed under AC7_KEK; no key file exists
+    before = plain_path.read_bytes()
+    with pytest.raises(KekError, match="not found"):
+        load_config(plain_path, env={})
+    assert not (plain_path.parent / KEY_FILE_NAME).exists()  # a fresh key could never open these values
+    assert plain_path.read_bytes() == before
 
 
 def test_env_defaults_to_os_environ(plain_path: Path, kek_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -217,9 +233,7 @@ def test_wrong_kek_with_pending_migration_leaves_the_file(
     assert load_config(plain_path, env=kek_env).config.slot("bob").totp_secret == BOB_TOTP  # type: ignore[union-attr]
 
 
-def test_ciphertext_pasted_into_another_slot_fails_naming_the_target(
-    plain_path: Path, kek_env: dict[str, str]
-) -> None:
+def test_ciphertext_pasted_into_another_slot_fails_naming_the_target(plain_path: Path, kek_env: dict[str, str]) -> None:
     load_config(plain_path, env=kek_env)
     text = plain_path.read_text(encoding="utf-8")
     doc = json.loads(text)
@@ -369,7 +383,7 @@ def test_watcher_detects_a_rename_replace(loaded_path) -> None:  # type: ignore[
     tmp = path.with_name("replacement.json")
     tmp.write_bytes(path.read_bytes())  # same size, same content
     os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime: only the inode differs
-    os.replace(tmp, path)
+    tmp.replace(path)
     assert watcher.changed()
 
 
@@ -515,3 +529,56 @@ def test_create_config_with_a_passphrase_records_the_block(tmp_path: Path) -> No
     assert loaded.migrated == ()
     assert loaded.kek.key == created.kek.key
     assert loaded.config.slot("bob").totp_secret == BOB_TOTP  # type: ignore[union-attr]
+
+
+def test_create_config_never_writes_a_config_that_does_not_load(tmp_path: Path, kek_env: dict[str, str]) -> None:
+    # Two slots given the same plaintext token pass validation before hashing, and collide after it.
+    path = tmp_path / "ac7.json"
+    doc = _plain_doc()
+    doc["slots"][1]["token"] = TOKEN  # same as alice's
+    try:
+        create_config(path, doc, env=kek_env)
+    except config_schema.ConfigError as exc:
+        assert "same token" in str(exc)
+        assert not path.exists()
+        return
+    try:
+        load_config(path, env=kek_env)
+    except Ac7Error as exc:
+        pytest.fail(f"create_config wrote a config that load_config rejects: {exc}")
+
+
+RACING_LOAD = """
+import sys
+from pathlib import Path
+from ac7_core.config_file import load_config
+load_config(Path(sys.argv[1]), env={"AC7_KEK_PASSPHRASE": "correct horse"})
+"""
+
+
+def test_concurrent_first_loads_with_a_passphrase_agree_on_the_key(
+    tmp_path: Path, base_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes load a config that has no kek block yet; the one that loses the race must not keep a key
+    that does not match the block the winner recorded (it would seal later secrets with it)."""
+    path = tmp_path / "ac7.json"
+    path.write_text(json.dumps(base_doc, indent=2), encoding="utf-8")
+    env = {"AC7_KEK_PASSPHRASE": "correct horse"}
+    real_resolve = config_file.resolve_kek
+    raced: list[bool] = []
+
+    def resolve_then_lose_the_race(*args: Any, **kwargs: Any) -> Any:
+        resolved = real_resolve(*args, **kwargs)
+        if not raced:  # another process records its own block between our resolve and our write
+            raced.append(True)
+            subprocess.run([sys.executable, "-c", RACING_LOAD, str(path)], check=True, timeout=60)
+        return resolved
+
+    monkeypatch.setattr(config_file, "resolve_kek", resolve_then_lose_the_race)
+    try:
+        loaded = load_config(path, env=env)
+    except Ac7Error:
+        return  # refusing (and letting the caller retry) is safe
+    assert raced
+    recorded = _doc(path)["kek"]
+    assert loaded.kek.key == key_from_passphrase("correct horse", recorded)

@@ -233,3 +233,11 @@ def test_losing_the_key_file_creation_race_uses_the_winners_key(
     monkeypatch.setattr(kek_mod, "create_exclusive", racing_create)
     assert resolve_kek(tmp_path, None, env={}).key == winner
     assert (tmp_path / kek_mod.KEY_FILE_NAME).read_bytes() == winner
+
+
+def test_the_key_is_kept_out_of_repr(tmp_path: Path) -> None:
+    resolved = resolve_kek(tmp_path, None, env={"AC7_KEK": STD})
+    text = repr(resolved)
+    assert repr(KEY) not in text
+    assert STD not in text and KEY.hex() not in text
+    assert "AC7_KEK" in text

@@ -27,7 +27,7 @@ class Caller:
         return self.slot.name
 
 
-CALLER_KEY = "ac7_caller"
+CALLER_KEY: web.RequestKey[Caller] = web.RequestKey("ac7_caller")
 
 
 def cookie_name(secure: bool) -> str:
@@ -46,10 +46,9 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 def caller_of(request: web.Request) -> Caller:
-    caller = request.get(CALLER_KEY)
+    caller: Caller | None = request.get(CALLER_KEY)
     if caller is None:
         raise unauthenticated()
-    assert isinstance(caller, Caller)
     return caller
 
 

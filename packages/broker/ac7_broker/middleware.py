@@ -12,7 +12,8 @@ from ac7_broker.errors import ApiError, Handler, unauthenticated
 from ac7_broker.state import STATE_KEY, BrokerState
 from ac7_broker.store.sessions import session_id_hash
 
-REISSUE_KEY = "ac7_reissue_session"
+# The session id to re-send as a cookie (its expiry slid); a handler sets it to None to suppress that.
+REISSUE_KEY: web.RequestKey[str | None] = web.RequestKey("ac7_reissue_session")
 
 
 def set_session_cookie(response: web.StreamResponse, state: BrokerState, raw_id: str) -> None:

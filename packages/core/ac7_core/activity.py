@@ -391,6 +391,9 @@ def _free(value: object, path: str) -> None:
         raise ActivityError(path + "".join(reversed(bad.segments)), bad.reason) from None
 
 
+_PLAIN_SCALARS = frozenset({int, bool, type(None)})  # free-form leaves that need no check (floats do: NaN, inf)
+
+
 def _walk(value: object, depth: int) -> None:
     """Check one free-form JSON value (a container at `depth`); raises `_Bad`, never returns a verdict."""
     if isinstance(value, str):
@@ -404,9 +407,12 @@ def _walk(value: object, depth: int) -> None:
                 raise _Bad("object keys must be strings", _segment(key))
             if not key.isascii() and _bad_unicode(key):
                 raise _Bad(f"key has {_LONE_SURROGATE}", _segment(key))
-            if isinstance(item, str):
+            kind = type(item)
+            if kind is str:
                 if not item.isascii() and _bad_unicode(item):
                     raise _Bad(_LONE_SURROGATE, _segment(key))
+                continue
+            if kind in _PLAIN_SCALARS:
                 continue
             try:
                 _walk(item, depth + 1)
@@ -417,9 +423,12 @@ def _walk(value: object, depth: int) -> None:
         if depth > MAX_DEPTH:
             raise _Bad(f"nested deeper than {MAX_DEPTH} levels")
         for i, item in enumerate(value):
-            if isinstance(item, str):
+            kind = type(item)
+            if kind is str:
                 if not item.isascii() and _bad_unicode(item):
                     raise _Bad(_LONE_SURROGATE, f"[{i}]")
+                continue
+            if kind in _PLAIN_SCALARS:
                 continue
             try:
                 _walk(item, depth + 1)

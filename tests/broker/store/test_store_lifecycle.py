@@ -189,3 +189,24 @@ async def test_schema_creation_is_idempotent(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / MAIN_DB_NAME)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MAIN_MIGRATIONS)
     conn.close()
+
+
+async def test_a_job_cannot_leave_a_transaction_open(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path) as s:
+
+        def sloppy(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO totp_state (slot, last_step) VALUES ('ghost', 1)")
+
+        def failing(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO totp_state (slot, last_step) VALUES ('ghost', 2)")
+            raise KeyError("boom")
+
+        with pytest.raises(RuntimeError, match="transaction open"):
+            await s._main.run(sloppy)
+        with pytest.raises(KeyError):
+            await s._main.run(failing)
+        # Neither write rode along with the next commit, and the connection is usable.
+        assert await s.totp.accept_step("alice", 1) is True
+        assert await s.totp.last_step("ghost") is None

@@ -193,7 +193,9 @@ async def test_history_never_scans_the_table(tmp_path: Path, analyze: bool) -> N
             table_steps = [step for step in plan if " messages" in step]
             assert table_steps, plan
             for step in table_steps:
+                # An index range that starts at the cursor: no scan, and no sort of a whole slot's messages.
                 assert step.startswith("SEARCH messages USING COVERING INDEX"), plan
+                assert "(ts,id)<(?,?)" in step, plan
             assert not any("SCAN messages" in step for step in plan), plan
         row_plan = [str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + _ROW_SQL, (1,))]
         assert row_plan == ["SEARCH messages USING INTEGER PRIMARY KEY (rowid=?)"]

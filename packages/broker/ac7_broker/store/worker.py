@@ -17,6 +17,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5000
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 # RETURNING (3.35) and UPSERT ... WHERE (3.24) are used by the stores.
 _MIN_SQLITE = (3, 35, 0)
 
@@ -60,6 +61,8 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS:d}")
+        # Without a limit the -wal file stays at its high-water mark (say, after a 16 MiB upload) forever.
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT:d}")
     except BaseException:
         conn.close()
         raise
@@ -82,7 +85,6 @@ class DbWorker:
         self._conn: sqlite3.Connection | None = None
         self._closing = False
         self._closed = asyncio.Event()
-        self._close_started = False
 
     async def start(self) -> None:
         """Open (creating if needed) the file and bring its schema up to date, on the worker thread."""
@@ -125,7 +127,18 @@ class DbWorker:
         conn = self._conn
         if conn is None:
             raise StoreClosedError(f"{self._name} is not open")
-        return fn(conn, *args, **kwargs)
+        try:
+            result = fn(conn, *args, **kwargs)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if conn.in_transaction:
+            # A transaction left open would hold locks and pin the WAL until the next job happened to commit it,
+            # so treat it as the bug it is rather than let its writes ride along with someone else's commit.
+            conn.execute("ROLLBACK")
+            raise RuntimeError(f"{getattr(fn, '__name__', fn)!r} left a transaction open; its writes were discarded")
+        return result
 
     def _shutdown_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -135,16 +148,16 @@ class DbWorker:
 
     async def close(self) -> None:
         """Let queued jobs finish, then close the connection and stop the thread. Safe to call repeatedly."""
-        if self._close_started:
+        if self._closing:
             await self._closed.wait()
             return
-        self._close_started = True
         self._closing = True
         try:
             loop = asyncio.get_running_loop()
             # FIFO executor: this runs after every job submitted before close().
             await loop.run_in_executor(self._executor, self._shutdown_connection)
         finally:
-            # The thread is idle by now, so joining it is immediate.
-            self._executor.shutdown(wait=True)
+            # No join: the close job has run (or, if this await was cancelled, is queued and will still run), and
+            # blocking the event loop on the thread would gain nothing.
+            self._executor.shutdown(wait=False)
             self._closed.set()

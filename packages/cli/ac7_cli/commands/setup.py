@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,16 +56,34 @@ def build_team_doc(
     return doc, token, secret
 
 
-def _confirm_code(secret: str) -> bool:
+def _confirm_code(secret: str) -> int | None:
+    """Ask for a code until one matches; returns its time-step (None if skipped or failed)."""
     for _ in range(_CONFIRM_ATTEMPTS):
         code: str = click.prompt("Enter the 6-digit code your authenticator shows (blank to skip)", default="")
         if not code.strip():
-            return False
-        if match_step(secret, code) is not None:
+            return None
+        step = match_step(secret, code)
+        if step is not None:
             click.echo("Code accepted: the authenticator is set up.", err=True)
-            return True
+            return step
         click.echo("That code does not match; check the device clock and try again.", err=True)
-    return False
+    return None
+
+
+def _burn_step(config_path: Path, slot: str, step: int) -> None:
+    """Record the confirmation code's time-step as used, so nobody can log in with it afterwards."""
+    from ac7_broker.store import Store
+
+    directory = config_path.resolve().parent
+
+    async def record() -> None:
+        store = await Store.open(directory)
+        try:
+            await store.totp.accept_step(slot, step)
+        finally:
+            await store.close()
+
+    asyncio.run(record())
 
 
 @click.command()
@@ -121,5 +140,9 @@ def setup(
     show_token(director_name, token, context="director; for agents and the ac7 CLI")
     uri = provisioning_uri(secret, f"{director_name}@{team}", "ac7")
     show_enrolment(director_name, secret, uri, qr=qr)
-    if wizard and not _confirm_code(secret):
-        click.echo(f"Not confirmed. To start over with a new secret: ac7 enroll --slot {director_name}", err=True)
+    if wizard:
+        step = _confirm_code(secret)
+        if step is None:
+            click.echo(f"Not confirmed. To start over with a new secret: ac7 enroll --slot {director_name}", err=True)
+        else:
+            _burn_step(config_path, director_name, step)

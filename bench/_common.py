@@ -1,0 +1,243 @@
+"""Shared plumbing for the broker benchmarks.
+
+A throwaway team config in a temp directory, the real broker as a subprocess (`ac7 serve`, or
+`bench/_broker_runner.py` when a benchmark needs non-default Settings), /proc readings of that process, percentiles,
+and the JSON report every benchmark prints on stdout. Progress goes to stderr so stdout stays one JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ac7_core.config_file import create_config
+from ac7_core.tokens import mint_token
+
+BENCH_DIR = Path(__file__).resolve().parent
+HOST = "127.0.0.1"  # benchmarks never send traffic anywhere but loopback
+_LISTENING_RE = re.compile(r"listening on (http://\S+)")
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Variables that would point the broker at another key, config or address than the throwaway team's.
+_SCRUBBED_ENV = ("AC7_KEK", "AC7_KEK_PASSPHRASE", "AC7_CONFIG", "AC7_HOST", "AC7_PORT", "AC7_URL", "AC7_TOKEN")
+
+
+def log(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Team:
+    directory: Path
+    config_path: Path
+    tokens: dict[str, str]
+
+    def auth(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
+
+
+def make_team(directory: Path, names: Sequence[str], directors: Iterable[str]) -> Team:
+    """Write a config for `names` (plaintext tokens, hashed by create_config; the key file is created beside it).
+
+    A team needs at least one director; every other slot is an individual contributor.
+    """
+    directors = set(directors)
+    tokens = {name: mint_token() for name in names}
+    doc = {
+        "team": {"name": "bench", "directive": "Measure the broker", "brief": ""},
+        "roles": {"agent": {"description": "Benchmark client", "instructions": ""}},
+        "slots": [
+            {
+                "name": name,
+                "role": "agent",
+                "authority": "director" if name in directors else "individual-contributor",
+                "token": tokens[name],
+            }
+            for name in names
+        ],
+    }
+    path = directory / "ac7.json"
+    create_config(path, doc, env={})  # env={}: AC7_KEK is not consulted, so ac7-kek.bin is created
+    return Team(directory, path, tokens)
+
+
+class Broker:
+    """A broker subprocess this benchmark started; `stop()` sends it SIGTERM (SIGKILL if it will not go)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+        self.proc = proc
+        self.url = url
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def status_kb(self, field: str) -> int:
+        """A `kB` line of /proc/<pid>/status, e.g. VmRSS or VmHWM."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User+system CPU of the event-loop thread (tid == pid) and of all other threads (SQLite workers etc.)."""
+        main = other = 0.0
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a thread that ended while we looked
+            seconds = (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+            if int(task.name) == self.pid:
+                main += seconds
+            else:
+                other += seconds
+        return {"loop_thread": main, "other_threads": other}
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+def _broker_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _spawn(argv: list[str], directory: Path, timeout: float = 30.0) -> Broker:
+    log_path = directory / "broker.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=_broker_env(), cwd=directory)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = _LISTENING_RE.search(log_path.read_text(errors="replace"))
+        if match:
+            return Broker(proc, match.group(1), log_path)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    raise RuntimeError(f"broker did not start; its log:\n{log_path.read_text(errors='replace')}")
+
+
+def start_serve(team: Team) -> Broker:
+    """`ac7 serve` exactly as an operator runs it (default Settings), on a free loopback port."""
+    ac7 = Path(sys.executable).parent / "ac7"
+    return _spawn([str(ac7), "serve", "--config", str(team.config_path), "--host", HOST, "--port", "0"], team.directory)
+
+
+def start_runner(team: Team, **settings: Any) -> Broker:
+    """The same `run_broker` as `ac7 serve`, in its own process, with these Settings fields overridden."""
+    argv = [sys.executable, str(BENCH_DIR / "_broker_runner.py"), str(team.config_path), json.dumps(settings)]
+    return _spawn(argv, team.directory)
+
+
+async def wait_healthy(url: str) -> None:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as resp:
+        resp.raise_for_status()
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending sequence (p in 0..100)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def summary_ms(values_ns: Iterable[float], digits: int = 3) -> dict[str, Any]:
+    """count/mean/p50/p90/p99/p99.9/max in milliseconds, from nanosecond samples."""
+    ms = sorted(v / 1e6 for v in values_ns)
+    if not ms:
+        return {"count": 0}
+    return {
+        "count": len(ms),
+        "mean": round(sum(ms) / len(ms), digits),
+        "p50": round(percentile(ms, 50), digits),
+        "p90": round(percentile(ms, 90), digits),
+        "p99": round(percentile(ms, 99), digits),
+        "p99_9": round(percentile(ms, 99.9), digits),
+        "max": round(ms[-1], digits),
+    }
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "aiohttp": aiohttp.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        "cpus": os.cpu_count(),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "platform": platform.platform(),
+    }
+
+
+def report(
+    name: str,
+    *,
+    metric: str,
+    value: float,
+    unit: str,
+    target: float,
+    higher_is_better: bool,
+    baseline: dict[str, Any],
+    results: dict[str, Any],
+    params: dict[str, Any],
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    passed = value >= target if higher_is_better else value <= target
+    return {
+        "benchmark": name,
+        "metric": metric,
+        "value": value,
+        "unit": unit,
+        "target": {"op": ">=" if higher_is_better else "<=", "value": target, "unit": unit},
+        "pass": passed,
+        "baseline": baseline,
+        "results": results,
+        "params": params,
+        "notes": list(notes),
+        "environment": environment(),
+    }
+
+
+def emit(result: dict[str, Any]) -> None:
+    print(json.dumps(result, indent=2), flush=True)
+
+
+def run(main: Any, budget: float) -> None:
+    """Run the benchmark coroutine under a hard time budget; the broker is stopped by the benchmark's finally."""
+
+    async def bounded() -> dict[str, Any]:
+        async with asyncio.timeout(budget):
+            result: dict[str, Any] = await main()
+            return result
+
+    emit(asyncio.run(bounded()))
