@@ -77,16 +77,19 @@ def make_team(directory: Path, names: Sequence[str], directors: Iterable[str]) -
 
 
 class Broker:
-    """A broker subprocess this benchmark started; `stop()` sends it SIGTERM (SIGKILL if it will not go)."""
+    """A broker subprocess this benchmark started; `stop()` sends it SIGTERM (SIGKILL if it will not go).
+
+    Under AC7_BENCH_PYSPY the started process is py-spy and the broker is its only child; `pid` is the broker's.
+    """
 
     def __init__(self, proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
         self.proc = proc
         self.url = url
         self.log_path = log_path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+        self.pid = proc.pid
+        if os.environ.get("AC7_BENCH_PYSPY"):
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            self.pid = int(children[0])
 
     def status_kb(self, field: str) -> int:
         """A `kB` line of /proc/<pid>/status, e.g. VmRSS or VmHWM."""
@@ -113,7 +116,10 @@ class Broker:
     def stop(self) -> None:
         if self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
+        if self.pid != self.proc.pid:
+            os.kill(self.pid, signal.SIGTERM)  # py-spy writes its profile once the broker has exited
+        else:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -129,6 +135,14 @@ def _broker_env() -> dict[str, str]:
 
 def _spawn(argv: list[str], directory: Path, timeout: float = 30.0) -> Broker:
     log_path = directory / "broker.log"
+    profile_dir = os.environ.get("AC7_BENCH_PYSPY")
+    if profile_dir:
+        # Investigation only: sample the broker with py-spy (pip install py-spy; not a project dependency).
+        out = Path(profile_dir).resolve() / f"{Path(sys.argv[0]).stem}-{int(time.time())}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pyspy = Path(sys.executable).parent / "py-spy"
+        argv = [str(pyspy), "record", "--threads", "-r", "200", "-f", "raw", "-o", str(out), "--", *argv]
+        log(f"profiling the broker with py-spy into {out}")
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=_broker_env(), cwd=directory)
     deadline = time.monotonic() + timeout

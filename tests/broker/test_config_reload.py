@@ -162,6 +162,22 @@ async def test_invalid_but_well_formed_config_is_refused_too(
         assert (await r.json())["authority"] == "director"
 
 
+async def test_deeply_nested_config_does_not_stop_reloading(broker: Running, http: aiohttp.ClientSession) -> None:
+    """Whatever is wrong with the file, the watcher must survive it and pick up the next good version."""
+    team = broker.team
+    good = team.config_path.read_text()
+    depth = 5000
+    team.config_path.write_text('{"team": ' + '{"a": ' * depth + "1" + "}" * depth + "}")
+    await asyncio.sleep(0.5)  # several polls see the hostile file
+    assert await _status(http, broker.url, team.tokens["alice"]) == 200
+    team.config_path.write_text(_with_directive(good, "Ship the invoicing service"))
+
+    async def fixed() -> bool:
+        return await _directive(http, broker) == "Ship the invoicing service"
+
+    assert await eventually(fixed, DEADLINE), "config reload stopped after a deeply nested file"
+
+
 async def test_a_missing_config_keeps_the_last_good_one(broker: Running, http: aiohttp.ClientSession) -> None:
     team = broker.team
     aside = team.config_path.with_name("ac7.json.aside")

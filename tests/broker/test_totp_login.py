@@ -361,6 +361,22 @@ async def test_session_slides_and_is_reissued(broker: Running) -> None:
         assert session_cookie(roster)[0] == value
 
 
+async def test_idle_session_expires(start: StartBroker) -> None:
+    broker = await start(session_ttl_ms=1000)
+    async with bare_session() as s:
+        reply = await login(s, broker.url, code_for(broker.team.totp["alice"]), "alice")
+        value, attrs = session_cookie(reply)
+        assert attrs.get("max-age") == "1"  # the cookie's lifetime is the session's
+        await asyncio.sleep(1.5)  # longer than the TTL with no request to slide it
+        who = await call(s, "GET", f"{broker.url}/session", headers=cookie_header(value))
+        assert_error(who, 401, "unauthenticated")
+        assert not who.set_cookies
+
+
+async def test_logout_needs_a_session(broker: Running, http: aiohttp.ClientSession) -> None:
+    assert_error(await call(http, "POST", f"{broker.url}/session/logout"), 401, "unauthenticated")
+
+
 async def test_session_id_is_stored_hashed(broker: Running, http: aiohttp.ClientSession) -> None:
     reply = await login(http, broker.url, code_for(broker.team.totp["hana"]), "hana")
     value, _ = session_cookie(reply)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 import secrets
 from collections.abc import Iterator
@@ -65,7 +66,7 @@ def create_exclusive(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
 
 def remove_stale_temps(path: Path) -> None:
     """Delete temp files a crashed writer left beside `path`. Call only while holding `locked(path)`."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         stale.unlink(missing_ok=True)
 
 

@@ -208,9 +208,11 @@ def _prepare(
     text: str, path: Path, kek: Kek | None, env: Mapping[str, str] | None
 ) -> tuple[dict[str, Any], Kek, list[str]]:
     doc = parse(text, str(path))
-    if kek is None:
+    if kek is None or (kek.new_kdf_block is not None and "kek" in doc):
         # Mint a key file only for a config that holds nothing sealed yet: for one that does, a fresh key could
-        # never open it, and "key file not found" is the truthful error.
+        # never open it, and "key file not found" is the truthful error. A passphrase key derived with fresh
+        # parameters is re-derived when another process recorded its own parameters first (we re-read under
+        # the lock), so every process ends up with the key the file's `kek` block describes.
         kek = resolve_kek(path.parent, doc.get("kek"), env=env, create=not _holds_sealed(doc))
     changes = migrate(doc, kek.key)
     if kek.new_kdf_block is not None and "kek" not in doc:
@@ -271,6 +273,7 @@ def create_config(path: Path, doc: dict[str, Any], *, env: Mapping[str, str] | N
     migrate(doc, kek.key)
     if kek.new_kdf_block is not None:
         doc["kek"] = kek.new_kdf_block
+    _validated(doc, str(path))  # hashing can reveal problems (two slots given the same token)
     config = build(doc, kek.key)
     text = json_splice.render_new(doc)
     try:

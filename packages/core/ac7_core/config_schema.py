@@ -6,6 +6,8 @@ path plus a reason. Unknown keys are allowed everywhere and survive rewrites unt
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Mapping
@@ -22,6 +24,7 @@ AUTHORITIES: tuple[Authority, ...] = ("director", "manager", "individual-contrib
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _B64URL_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 MIN_PLAINTEXT_TOKEN = 16
+MIN_TOTP_SECRET_BYTES = 16
 HTTPS_MODES = ("off", "custom")
 DEFAULT_VAPID_SUBJECT = "mailto:admin@ac7.local"
 
@@ -148,10 +151,26 @@ class _Checker:
         return value
 
 
-def _secret_field(c: _Checker, parent: dict[str, Any], key: str, where: str, plain: re.Pattern[str], hint: str) -> None:
+def _secret_field(
+    c: _Checker, parent: dict[str, Any], key: str, where: str, plain: re.Pattern[str], hint: str
+) -> str | None:
     value = c.string(parent, key, where, max_len=1024, min_len=1)
     if value is not None and not (SEALED_RE.match(value) or plain.match(value)):
         raise ConfigError(f"{where}.{key}", f"must be {hint} or an enc-v1 value")
+    return value
+
+
+def _check_totp_secret(value: str | None, where: str) -> None:
+    """A plaintext base32 secret must decode, and to at least 128 bits (RFC 4226 §4), or no code could verify."""
+    if value is None or SEALED_RE.match(value):
+        return
+    try:
+        # Decoded exactly as pyotp will (pad to a multiple of 8, nothing else), so what passes here verifies later.
+        raw = base64.b32decode(value + "=" * (-len(value) % 8))
+    except (binascii.Error, ValueError):
+        raise ConfigError(where, "is not valid base32 (its length cannot be decoded)") from None
+    if len(raw) < MIN_TOTP_SECRET_BYTES:
+        raise ConfigError(where, f"must hold at least {MIN_TOTP_SECRET_BYTES * 8} bits, got {len(raw) * 8}")
 
 
 def validate(doc: Any) -> None:
@@ -215,7 +234,10 @@ def validate(doc: Any) -> None:
             pattern=TOKEN_HASH_RE,
             hint="must be sha256: followed by 64 lowercase hex digits",
         )
-        _secret_field(c, slot, "totpSecret", where, SECRET_RE, "a base32 secret (A-Z, 2-7, at least 16 characters)")
+        totp = _secret_field(
+            c, slot, "totpSecret", where, SECRET_RE, "a base32 secret (A-Z, 2-7, at least 26 characters)"
+        )
+        _check_totp_secret(totp, f"{where}.totpSecret")
         if token is None and token_hash is None and "totpSecret" not in slot:
             raise ConfigError(where, "needs a token, a tokenHash, or (for a human-only slot) a totpSecret")
         if token_hash is not None:
