@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import resource
 import sqlite3
 import tempfile
 import time
@@ -42,6 +43,11 @@ BODY = (
 )
 
 
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _subscriber_process(url: str, tokens: dict[str, str], conn: Connection) -> None:
     """Child process: hold one socket per slot, count frames; report the count when told to stop."""
 
@@ -60,15 +66,17 @@ def _subscriber_process(url: str, tokens: dict[str, str], conn: Connection) -> N
                 for name, token in tokens.items()
             ]
             tasks = [asyncio.create_task(reader(ws)) for ws in sockets]
+            cpu0 = _cpu_self()
             conn.send("ready")
             expected = await asyncio.to_thread(conn.recv)  # frames the parent knows were sent to us
             deadline = time.monotonic() + 10
             while received < expected and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
+            cpu = _cpu_self() - cpu0
             for ws in sockets:
                 await ws.close()
             await asyncio.gather(*tasks)
-        conn.send(received)
+        conn.send((received, cpu))
 
     asyncio.run(main())
 
@@ -93,11 +101,14 @@ async def _load(broker: Broker, team: Team, senders: list[str], seconds: float) 
             latencies.append(time.monotonic_ns() - t0)
 
     cpu_before = broker.cpu_seconds()
+    client_cpu_before = _cpu_self()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         start = time.monotonic()
         await asyncio.gather(*(sender(http, name) for name in senders))
         elapsed = time.monotonic() - start
     cpu_after = broker.cpu_seconds()
+    cpu_after["sender_process"] = _cpu_self()
+    cpu_before["sender_process"] = client_cpu_before
     return {
         "accepted": len(latencies),
         "errors": errors,
@@ -130,8 +141,11 @@ async def measure(team: Team, broker: Broker, subscribers: list[str], senders: l
                     phases[condition].append(result)
                     expected = result["accepted"] * SUBSCRIBERS
                     parent.send(expected)
-                    got = await asyncio.to_thread(parent.recv) if await asyncio.to_thread(parent.poll, 20) else -1
+                    got, sub_cpu = (-1, 0.0)
+                    if await asyncio.to_thread(parent.poll, 20):
+                        got, sub_cpu = parent.recv()
                     delivery.append({"expected_frames": expected, "received_frames": got})
+                    result["broker_cpu_s"]["subscriber_process"] = sub_cpu
                 finally:
                     await asyncio.to_thread(proc.join, 10)
                     if proc.is_alive():
@@ -143,13 +157,19 @@ async def measure(team: Team, broker: Broker, subscribers: list[str], senders: l
         accepted = sum(r["accepted"] for r in runs)
         elapsed = sum(r["elapsed_s"] for r in runs)
         cpu = {k: round(sum(r["broker_cpu_s"][k] for r in runs) / elapsed, 3) for k in runs[0]["broker_cpu_s"]}
+        broker_cpu = {k: cpu[k] for k in ("loop_thread", "other_threads")}
+        clients_cpu = {k: v for k, v in cpu.items() if k not in broker_cpu}
         return {
             "msgs_per_s": round(accepted / elapsed, 1),
             "per_round_msgs_per_s": [round(r["accepted"] / r["elapsed_s"], 1) for r in runs],
             "accepted": accepted,
             "errors": sum(r["errors"] for r in runs),
             "latency_ms": summary_ms([v for r in runs for v in r["latencies"]]),
-            "broker_cpu_cores_used": cpu,  # CPU seconds per wall second, by thread group
+            # CPU seconds per wall second. subscriber_process counts from "ready" until it has every frame.
+            "broker_cpu_cores_used": broker_cpu,
+            "client_cpu_cores_used": clients_cpu,
+            "broker_loop_cpu_us_per_msg": round(broker_cpu["loop_thread"] / (accepted / elapsed) * 1e6, 1),
+            "broker_other_threads_cpu_us_per_msg": round(broker_cpu["other_threads"] / (accepted / elapsed) * 1e6, 1),
         }
 
     with_subs = combine(phases["subscribers"])

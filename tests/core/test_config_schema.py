@@ -319,6 +319,7 @@ def test_long_values_are_truncated_in_messages() -> None:
     [
         "JBSWY3DPEHPK3PXP",  # 16 chars = 80 bits: the classic authenticator example
         "JBSWY3DPEHPK3PXPJB",  # 18 chars = 90 bits
+        "JBSWY3DPEHPK3PXPJBSWY3DP",  # 24 chars = 120 bits: below the 128 bits RFC 4226 requires
         "A" * 17,  # base32 length 17 (mod 8 == 1) cannot be decoded
         "A" * 19,
         "A" * 22,
@@ -347,7 +348,7 @@ def test_an_accepted_totp_secret_can_verify_codes(config_path: Path, kek_env: di
 
 
 @pytest.mark.parametrize(
-    "secret", ["JBSWY3DPEHPK3PXPJBSWY3DP", "A" * 32, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ" + "A" * 96]
+    "secret", ["JBSWY3DPEHPK3PXPJBSWY3DPEE", "A" * 32, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ" + "A" * 96]
 )
 def test_good_totp_secrets_are_accepted_and_usable(config_path: Path, kek_env: dict[str, str], secret: str) -> None:
     doc = copy.deepcopy(BASE)
