@@ -19,7 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,26 @@ class Broker:
             self.proc.wait(timeout=5)
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat, summed over all cores."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # guest time is already inside user/nice
+    return (total - idle) / _CLK_TCK, total / _CLK_TCK
+
+
+class MachineMeter:
+    """Cores busy machine-wide over an interval: shows when something outside the benchmark competes for CPU."""
+
+    def __init__(self) -> None:
+        self._busy, self._total = machine_cpu_seconds()
+        self._wall = time.monotonic()
+
+    def busy_cores(self) -> float:
+        busy, _ = machine_cpu_seconds()
+        return round((busy - self._busy) / (time.monotonic() - self._wall), 2)
+
+
 def _broker_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
     env["PYTHONUNBUFFERED"] = "1"
@@ -174,6 +194,16 @@ def start_runner(team: Team, **settings: Any) -> Broker:
 async def wait_healthy(url: str) -> None:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as resp:
         resp.raise_for_status()
+
+
+async def wait_until(condition: Callable[[], bool], within: float, poll: float = 0.01) -> bool:
+    """Poll `condition` until it holds (True) or `within` seconds pass (False)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(poll)
+    return True
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:
@@ -247,11 +277,24 @@ def emit(result: dict[str, Any]) -> None:
 
 
 def run(main: Any, budget: float) -> None:
-    """Run the benchmark coroutine under a hard time budget; the broker is stopped by the benchmark's finally."""
+    """Run the benchmark coroutine under a hard time budget and print its JSON object.
+
+    Going over budget is a result, not a crash: it prints an object with `"pass": false` and an `error`, and exits 0
+    (benchmarks report; they never fail a build). Any other exception propagates. Each benchmark's own `finally`
+    stops its broker.
+    """
 
     async def bounded() -> dict[str, Any]:
         async with asyncio.timeout(budget):
             result: dict[str, Any] = await main()
             return result
 
-    emit(asyncio.run(bounded()))
+    try:
+        emit(asyncio.run(bounded()))
+    except TimeoutError:
+        name = Path(sys.argv[0]).stem.removeprefix("bench_")
+        emit({"benchmark": name, "pass": False, "error": f"exceeded its {budget:.0f} s budget", **_env_only()})
+
+
+def _env_only() -> dict[str, Any]:
+    return {"environment": environment()}

@@ -14,14 +14,15 @@ from typing import Any
 
 from ac7_core.activity import validate_event
 
-_WORDS = (
+_WORDS_TEXT = (
     "the of to and a in is it you that for on with as this be are at by from or an function return import "
     "class self def error test file path value config module package request response token message agent "
     "broker build deploy retry timeout queue socket handler server client cache index query commit branch "
     "review change line column fixture assert expected actual failed passed skipped coverage lint format "
     "type check schema field option default install update version release note issue bug fix refactor "
     "naïve café — résumé"
-).split()
+)
+_WORDS = _WORDS_TEXT.split()
 _IDENTS = ("handler", "payload", "retry_count", "session", "cursor", "rows", "config", "result", "event", "batch")
 _TOOLS = ("Bash", "Read", "Edit", "Write", "Grep", "Glob", "WebFetch", "TodoWrite", "Task", "MultiEdit")
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from _common import Broker, Team, log, make_team, report, run, start_serve, summary_ms, wait_healthy
+from _common import Broker, MachineMeter, Team, log, make_team, report, run, start_serve, summary_ms, wait_healthy
 from _traces import batches
 from ac7_broker.store import Store
 from ac7_broker.store.schema import ACTIVITY_MIGRATIONS, migrate
@@ -116,6 +116,7 @@ async def _upload_phase(broker: Broker, team: Team, bodies: list[bytes], agents:
             await asyncio.sleep(0.02)
 
     cpu_before = broker.cpu_seconds()
+    machine = MachineMeter()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         probe_task = asyncio.create_task(prober(http))
         start = time.monotonic()
@@ -123,6 +124,7 @@ async def _upload_phase(broker: Broker, team: Team, bodies: list[bytes], agents:
         elapsed = time.monotonic() - start
         done.set()
         await probe_task
+    busy = machine.busy_cores()
     cpu_after = broker.cpu_seconds()
     total = sum(size for size, _ in posts)
     return {
@@ -134,10 +136,13 @@ async def _upload_phase(broker: Broker, team: Team, bodies: list[bytes], agents:
         "post_latency_ms": summary_ms(lat for _, lat in posts),
         "healthz_probe_ms_during_uploads": summary_ms(probe),
         "broker_cpu_cores_used": {k: round((cpu_after[k] - cpu_before[k]) / elapsed, 3) for k in cpu_after},
+        "machine_busy_cores": busy,
     }
 
 
-async def _store_baseline(directory: Path, docs: list[list[dict[str, Any]]], sizes: list[int], n: int) -> dict:
+async def _store_baseline(
+    directory: Path, docs: list[list[dict[str, Any]]], sizes: list[int], n: int
+) -> dict[str, Any]:
     store = await Store.open(directory)
     try:
         await store.activity.insert_batch("agent0", docs[0])  # warm-up (file creation, first pages)
@@ -162,9 +167,7 @@ async def main() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ac7-bench-activity-") as tmp:
         root = Path(tmp)
         log("activity: generating events")
-        event_batches = await asyncio.to_thread(
-            batches, 7, DISTINCT_BATCHES, EVENTS_PER_BATCH, TS0, EVENT_BYTES
-        )
+        event_batches = await asyncio.to_thread(batches, 7, DISTINCT_BATCHES, EVENTS_PER_BATCH, TS0, EVENT_BYTES)
         bodies = [json.dumps({"events": b}).encode() for b in event_batches]
         event_sizes = [len(json.dumps(e)) for b in event_batches for e in b]
         (root / "team").mkdir()

@@ -1,17 +1,24 @@
 """Fanout latency over real WebSockets: does one slow subscriber delay the other 99?
 
-100 slots each hold one /subscribe socket; a separate sender slot POSTs 100 paced broadcasts whose `data` carries the
-send time (time.monotonic_ns, taken just before the POST). Each subscriber stamps receipt with the same clock the
-moment its read returns a frame, so latency = POST sent -> frame read, through HTTP parse, the SQLite append, the
-fanout and the WebSocket write. One subscriber sleeps 20 ms after every frame and has a 4 KiB receive buffer, so its
-backlog really backs up into the broker (kernel buffers alone would otherwise absorb 100 small frames) -- the
-kernel's share of that backlog is read with `ss` and reported.
+100 slots each hold one /subscribe socket; a separate sender slot POSTs 100 paced broadcasts (one per 10 ms) whose
+`data` carries the send time (time.monotonic_ns, taken just before the POST). Each subscriber stamps receipt with
+the same clock when its read returns the frame, so latency = POST sent -> frame read, through HTTP parsing, the
+SQLite append, the fanout and the WebSocket write.
 
-Baseline, same broker and run: the 99 normal subscribers with the slow one not connected. Conditions alternate
-(baseline, slow, baseline, slow) after a warm-up so drift hits both alike.
+Conditions, alternated (baseline, slow, slow_backlogged, then again) after a warm-up so drift hits all alike:
+
+- `baseline`: the 99 normal subscribers only; the slow slot is not connected.
+- `slow` (the issue's scenario, and the target): the 100th subscriber reads one frame, sleeps 20 ms, reads the next.
+  It is a minimal RFC 6455 client with a 4 KiB SO_RCVBUF and a 4 KiB StreamReader, so it really is slow: an aiohttp
+  client would buffer 128 KiB of frames in user space. `ss` shows where its backlog sits when the sends finish.
+- `slow_backlogged`: as `slow`, but the slow reader is first sent 200 DMs of 64 KB (~13 MB). On loopback the kernel
+  grows the broker's send buffer to hold the whole ~200 KB backlog of `slow`, so the broker's own per-socket queue
+  is never exercised there; this condition pushes megabytes past the kernel into the broker (reported) while the
+  other 99 are measured.
 
 Topology: the broker is an `ac7 serve` subprocess; every client (99 + 1 sockets and the sender) runs in this process,
-on the same 2 cores. Target: p99 for the 99 normal subscribers <= 50 ms with the slow reader present.
+a separate process from the broker, on the same 2 cores. Target: p99 for the 99 normal subscribers <= 50 ms with the
+slow reader present.
 """
 
 from __future__ import annotations
@@ -30,7 +37,19 @@ from typing import Any
 
 import aiohttp
 
-from _common import Broker, Team, log, make_team, report, run, start_serve, summary_ms, wait_healthy
+from _common import (
+    Broker,
+    MachineMeter,
+    Team,
+    log,
+    make_team,
+    report,
+    run,
+    start_serve,
+    summary_ms,
+    wait_healthy,
+    wait_until,
+)
 
 SUBSCRIBERS = 100
 BROADCASTS = 100
@@ -221,15 +240,6 @@ async def _preload(
     return {"dms": PRELOAD_DMS, "dm_body_chars": PRELOAD_DM_CHARS, "kernel_bytes_after_preload": kernel}
 
 
-async def _wait_for(condition: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
-
-
 async def measure(team: Team, broker: Broker) -> dict[str, Any]:
     await wait_healthy(broker.url)
     filler = ("lorem ipsum dolor sit amet " * (BODY_CHARS // 20))[:BODY_CHARS]
@@ -246,11 +256,12 @@ async def measure(team: Team, broker: Broker) -> dict[str, Any]:
             return all(r.received[phase] >= n for r in normal)
 
         await _broadcast_phase(sender, broker, team, "warmup", WARMUP_BROADCASTS, filler)
-        await _wait_for(lambda: all_normal_got("warmup", WARMUP_BROADCASTS), 15)
+        await wait_until(lambda: all_normal_got("warmup", WARMUP_BROADCASTS), 15)
         frame_bytes = normal[0].frame_bytes
 
         post_ms: dict[str, list[int]] = {c: [] for c in CONDITIONS}
         cpu: dict[str, dict[str, float]] = {c: {} for c in CONDITIONS}
+        busy: dict[str, list[float]] = {c: [] for c in CONDITIONS}
         slow_info: list[dict[str, Any]] = []
         slow_latencies: list[int] = []
         missed: list[str] = []
@@ -263,20 +274,22 @@ async def measure(team: Team, broker: Broker) -> dict[str, Any]:
                     preload = await _preload(sender, broker, team, slow, phase)
                 await asyncio.sleep(0.2)
                 cpu_before = broker.cpu_seconds()
+                machine = MachineMeter()
                 durations, sends_done_ns = await _broadcast_phase(sender, broker, team, phase, BROADCASTS, filler)
                 if slow is not None:
                     kernel = await _kernel_queues(broker_port, slow.local_port)
                     unread = BROADCASTS - slow.received[phase]
                     unread_preload = (PRELOAD_DMS if preload else 0) - slow.received[f"{phase}-preload"]
-                if not await _wait_for(lambda phase=phase: all_normal_got(phase, BROADCASTS), 15):  # type: ignore[misc]
+                if not await wait_until(lambda phase=phase: all_normal_got(phase, BROADCASTS), 15):  # type: ignore[misc]
                     missed.append(phase)
                 cpu_after = broker.cpu_seconds()
+                busy[condition].append(machine.busy_cores())
                 for key in cpu_after:
                     cpu[condition][key] = cpu[condition].get(key, 0.0) + cpu_after[key] - cpu_before[key]
                 post_ms[condition].extend(durations)
                 if slow is not None:
                     s = slow
-                    await _wait_for(lambda s=s, phase=phase: s.received[phase] >= BROADCASTS or s.closed, 30)  # type: ignore[misc]
+                    await wait_until(lambda s=s, phase=phase: s.received[phase] >= BROADCASTS or s.closed, 30)  # type: ignore[misc]
                     slow_latencies.extend(s.latencies.get(phase, []))
                     unread_bytes = unread * frame_bytes + unread_preload * s.frame_bytes.get(f"{phase}-preload", 0)
                     in_kernel = kernel.get("broker_send_q", 0) + kernel.get("client_recv_q", 0)
@@ -330,6 +343,7 @@ async def measure(team: Team, broker: Broker) -> dict[str, Any]:
             "slow_reader": slow_info,
             "push_request_ms": {k: summary_ms(v) for k, v in post_ms.items()},
             "broker_cpu_seconds": {k: {t: round(s, 3) for t, s in v.items()} for k, v in cpu.items()},
+            "machine_busy_cores_per_phase": busy,
             "phases_where_a_normal_subscriber_missed_frames": missed,
         },
         params={

@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from _common import Team, log, make_team, report, run, start_runner, summary_ms, wait_healthy
+from _common import MachineMeter, Team, log, make_team, report, run, start_runner, summary_ms, wait_healthy
 from ac7_broker.store import Cursor, Store
 from ac7_broker.store.ids import UuidV7Generator
 from ac7_broker.store.messages import _fetch_messages, history_query
@@ -52,10 +52,8 @@ def _fill(db_path: Path, names: list[str]) -> dict[str, Any]:
     """Append MESSAGES rows in store order; returns facts about what the viewer can see."""
     rng = random.Random(42)
     gen = UuidV7Generator()
-    words = "build test deploy review merge failed passed retry queue socket config schema branch commit".split()
-    bodies = [
-        " ".join(rng.choices(words, k=rng.randint(6, 90)))[: rng.randint(40, 600)] or "ok" for _ in range(2000)
-    ]
+    words = ("build", "test", "deploy", "review", "merge", "failed", "passed", "retry", "queue", "socket", "commit")
+    bodies = [" ".join(rng.choices(words, k=rng.randint(6, 90)))[: rng.randint(40, 600)] or "ok" for _ in range(2000)]
     conn = sqlite3.connect(db_path, autocommit=True)
     conn.execute("PRAGMA synchronous=OFF")
     conn.execute("PRAGMA cache_size=-262144")  # 256 MiB while filling
@@ -77,9 +75,7 @@ def _fill(db_path: Path, names: list[str]) -> dict[str, Any]:
                     thread += 1
                 title = None if rng.random() < 0.8 else "status"
                 data = "{}" if rng.random() < 0.9 else '{"build":4512,"ok":true}'
-                rows.append(
-                    (gen.new(ts), ts, sender, recipient, title, rng.choice(bodies), rng.choice(LEVELS), data)
-                )
+                rows.append((gen.new(ts), ts, sender, recipient, title, rng.choice(bodies), rng.choice(LEVELS), data))
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
                 "INSERT INTO messages (id, ts, sender, recipient, title, body, level, data)"
@@ -96,7 +92,6 @@ def _fill(db_path: Path, names: list[str]) -> dict[str, Any]:
         "viewer_thread_with_peer": thread,
         "fill_seconds": round(time.monotonic() - t0, 1),
         "db_bytes": db_path.stat().st_size,
-        "first_ts": ts - 0,
     }
 
 
@@ -110,10 +105,13 @@ def _plan(rng: random.Random, ts_lo: int, ts_hi: int) -> list[tuple[str, dict[st
     return plan
 
 
-async def _http_run(url: str, team: Team, plans: list[list[tuple[str, dict[str, str]]]]) -> tuple[dict, list]:
+Plan = list[tuple[str, dict[str, str]]]
+
+
+async def _http_run(url: str, team: Team, plans: list[Plan]) -> tuple[dict[str, list[int]], Plan]:
     """Run the plans over HTTP; returns per-kind latencies and the exact parameter sequence used."""
     latencies: dict[str, list[int]] = {}
-    sequence: list[tuple[str, dict[str, str]]] = []
+    sequence: Plan = []
     headers = team.auth(VIEWER)
     async with aiohttp.ClientSession() as http:
         for plan in plans:
@@ -148,7 +146,7 @@ async def _store_run(directory: Path, sequence: list[tuple[str, dict[str, str]]]
     latencies: dict[str, list[int]] = {}
     store = await Store.open(directory)
     try:
-        for kind, params in sequence[:WARMUP_REQUESTS]:
+        for _, params in sequence[:WARMUP_REQUESTS]:
             await store.messages.history(VIEWER, **_store_args(params))
         for kind, params in sequence:
             args = _store_args(params)
@@ -196,9 +194,11 @@ async def main() -> dict[str, Any]:
             await _http_run(broker.url, team, warm)
             rss_before = broker.status_kb("VmRSS")
             cpu_before = broker.cpu_seconds()
+            machine = MachineMeter()
             t0 = time.monotonic()
             http_lat, sequence = await _http_run(broker.url, team, [_plan(rng, ts_lo, ts_hi) for _ in range(ROUNDS)])
             elapsed = time.monotonic() - t0
+            busy = machine.busy_cores()
             cpu_after = broker.cpu_seconds()
             rss_after = broker.status_kb("VmRSS")
         finally:
@@ -228,6 +228,7 @@ async def main() -> dict[str, Any]:
             "broker_cpu_ms_per_request": {
                 k: round((cpu_after[k] - cpu_before[k]) * 1000 / len(sequence), 3) for k in cpu_after
             },
+            "machine_busy_cores_during_http": busy,
             "broker_rss_kb": {"before": rss_before, "after": rss_after},
             "fill": fill,
         },

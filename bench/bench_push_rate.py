@@ -28,7 +28,19 @@ from typing import Any
 
 import aiohttp
 
-from _common import Broker, Team, log, make_team, report, run, start_serve, summary_ms, wait_healthy
+from _common import (
+    Broker,
+    MachineMeter,
+    Team,
+    log,
+    make_team,
+    report,
+    run,
+    start_serve,
+    summary_ms,
+    wait_healthy,
+    wait_until,
+)
 
 SUBSCRIBERS = 10
 SENDERS = 8
@@ -69,9 +81,7 @@ def _subscriber_process(url: str, tokens: dict[str, str], conn: Connection) -> N
             cpu0 = _cpu_self()
             conn.send("ready")
             expected = await asyncio.to_thread(conn.recv)  # frames the parent knows were sent to us
-            deadline = time.monotonic() + 10
-            while received < expected and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            await wait_until(lambda: received >= expected, 10)
             cpu = _cpu_self() - cpu0
             for ws in sockets:
                 await ws.close()
@@ -102,10 +112,12 @@ async def _load(broker: Broker, team: Team, senders: list[str], seconds: float) 
 
     cpu_before = broker.cpu_seconds()
     client_cpu_before = _cpu_self()
+    machine = MachineMeter()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         start = time.monotonic()
         await asyncio.gather(*(sender(http, name) for name in senders))
         elapsed = time.monotonic() - start
+    busy = machine.busy_cores()
     cpu_after = broker.cpu_seconds()
     cpu_after["sender_process"] = _cpu_self()
     cpu_before["sender_process"] = client_cpu_before
@@ -114,6 +126,7 @@ async def _load(broker: Broker, team: Team, senders: list[str], seconds: float) 
         "errors": errors,
         "elapsed_s": elapsed,
         "latencies": latencies,
+        "machine_busy_cores": busy,
         "broker_cpu_s": {k: cpu_after[k] - cpu_before[k] for k in cpu_after},
     }
 
@@ -168,6 +181,7 @@ async def measure(team: Team, broker: Broker, subscribers: list[str], senders: l
             # CPU seconds per wall second. subscriber_process counts from "ready" until it has every frame.
             "broker_cpu_cores_used": broker_cpu,
             "client_cpu_cores_used": clients_cpu,
+            "machine_busy_cores": round(sum(r["machine_busy_cores"] * r["elapsed_s"] for r in runs) / elapsed, 2),
             "broker_loop_cpu_us_per_msg": round(broker_cpu["loop_thread"] / (accepted / elapsed) * 1e6, 1),
             "broker_other_threads_cpu_us_per_msg": round(broker_cpu["other_threads"] / (accepted / elapsed) * 1e6, 1),
         }

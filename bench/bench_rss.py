@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from _common import Broker, Team, log, make_team, report, run, start_serve, wait_healthy
+from _common import Broker, Team, log, make_team, report, run, start_serve, wait_healthy, wait_until
 
 SUBSCRIBERS = 200
 BROADCASTS = 100
@@ -70,9 +70,7 @@ async def measure(team: Team, broker: Broker, names: list[str]) -> dict[str, Any
                 msg = {"body": f"#{i} {body}", "data": {"seq": i}}
                 async with sender.post(f"{broker.url}/push", json=msg, headers=team.auth("sender")) as resp:
                     assert resp.status == 201, await resp.text()
-        deadline = time.monotonic() + 20
-        while received < BROADCASTS * SUBSCRIBERS and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: received >= BROADCASTS * SUBSCRIBERS, 20)
         await asyncio.sleep(SETTLE_S)
         after_traffic = _memory(broker)
         log(f"rss: after {BROADCASTS} broadcasts {after_traffic}")

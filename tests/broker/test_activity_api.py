@@ -161,9 +161,10 @@ async def test_stream_receives_each_stored_row(broker: Running, http: aiohttp.Cl
         raise AssertionError("a manager opened another agent's activity stream")
 
     async def registered() -> None:
-        while broker.broker.state.activity_streams.count("ivy") < 2 or broker.broker.state.activity_streams.count(
-            "dan"
-        ) < 1:
+        while (
+            broker.broker.state.activity_streams.count("ivy") < 2
+            or broker.broker.state.activity_streams.count("dan") < 1
+        ):
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(registered(), WAIT)
@@ -183,7 +184,7 @@ async def test_stream_receives_each_stored_row(broker: Running, http: aiohttp.Cl
         assert [r["event"] for r in got] == events
     # dan's stream saw nothing of ivy's: its first frame is dan's own upload.
     assert (await upload(http, broker, "dan", tagged("dan", 1)))[0] == 201
-    row = [r async for r in frames(other, 1)][0]
+    (row,) = [r async for r in frames(other, 1)]
     assert row["agent"] == "dan" and event_tag(row) == "/dan/0"
     for ws in (own, director, other):
         await ws.close()
@@ -208,9 +209,7 @@ async def test_activity_body_limit_is_16_mib(broker: Running, http: aiohttp.Clie
     assert await all_rows(http, broker, "ivy") == []
 
 
-async def test_2_mib_upload_is_accepted_where_a_2_mib_push_is_not(
-    broker: Running, http: aiohttp.ClientSession
-) -> None:
+async def test_2_mib_upload_is_accepted_where_a_2_mib_push_is_not(broker: Running, http: aiohttp.ClientSession) -> None:
     big_text = "trace line 🚀\n" * (2 * MIB // 14)
     event = llm_exchange(TS, text=big_text)
     payload = json.dumps({"events": [event]}).encode()

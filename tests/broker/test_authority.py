@@ -305,11 +305,17 @@ async def test_human_enrols_self_through_the_session(broker: Running) -> None:
     old = broker.team.totp["hana"]
     cookie = await _cookie(broker, "hana")
     async with bare_session() as s:
-        reply = await call(s, "POST", f"{broker.url}/slots/hana/totp", headers=cookie_header(cookie))
-        assert reply.status == 200, reply.body
         other = await call(s, "POST", f"{broker.url}/slots/ivy/totp", headers=cookie_header(cookie))
         assert_error(other, 403, "forbidden")
+        reply = await call(s, "POST", f"{broker.url}/slots/hana/totp", headers=cookie_header(cookie))
+        assert reply.status == 200, reply.body
         assert_error(await login(s, broker.url, code_for(old, +1), "hana"), 401, "invalid_code")
+        # A new authenticator ends the sessions signed in with the old one, this one included.
+        await broker.broker.state.settle()
+        after = await call(s, "GET", f"{broker.url}/session", headers=cookie_header(cookie))
+        assert_error(after, 401, "unauthenticated")
+        # ...and the new authenticator works at once (a fresh replay guard for the new secret).
+        assert (await login(s, broker.url, code_for(reply.body["secret"], 0), "hana")).status == 200
 
 
 # --- busy ----------------------------------------------------------------------------------------------------------

@@ -197,6 +197,21 @@ async def test_concurrent_codeless_logins_with_one_code_yield_one_session(broker
     assert set(statuses) <= {200, 401, 429}, statuses
 
 
+async def test_concurrent_logins_across_two_brokers_share_one_replay_guard(start: StartBroker) -> None:
+    """The guard is atomic in the database, not just in one process: two brokers on one team store agree."""
+    first, second = await start(), await start()
+    code = code_for(first.team.totp["mike"])
+
+    async def attempt(url: str) -> Reply:
+        async with bare_session() as s:
+            return await login(s, url, code, "mike")
+
+    replies = await asyncio.gather(*(attempt(b.url) for _ in range(4) for b in (first, second)))
+    statuses = [r.status for r in replies]
+    assert statuses.count(200) == 1, statuses
+    assert set(statuses) <= {200, 401, 429}, statuses
+
+
 # --- failures all look alike ---------------------------------------------------------------------------------------
 
 

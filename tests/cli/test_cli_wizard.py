@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from cli_helpers import (
     TOKEN_RE,
+    BrokerProcess,
     PtySession,
+    http,
     open_sealed,
     otpauth_parts,
     qr_blocks,
@@ -20,7 +22,7 @@ from cli_helpers import (
     slot_entry,
 )
 
-from ac7_core.totp import code_at
+from ac7_core.totp import STEP_SECONDS, code_at, hotp, step_at
 
 CODE_PROMPT = r"Enter the 6-digit code[^\n]*: $"
 
@@ -204,3 +206,31 @@ def test_an_invalid_slot_name_in_the_wizard_writes_nothing_and_shows_no_tracebac
     assert "A-Za-z0-9" in s.buffer  # says what a valid name looks like
     assert not (tmp_path / "ac7.json").exists()
     assert not (tmp_path / "ac7-kek.bin").exists()
+
+
+def test_the_confirmation_code_cannot_be_replayed_for_a_login(
+    sessions: list[PtySession], tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The code typed into the wizard was seen on screen: it is burned, so it cannot open a web session later."""
+    s = start(sessions, tmp_path, env)
+    answer_team_prompts(s)
+    _, secret, _ = read_secrets(s)
+    s.expect(CODE_PROMPT)
+    confirmed_at = time.time()
+    code = code_at(secret, confirmed_at)
+    s.sendline(code)
+    s.expect(r"Code accepted")
+    assert s.wait() == 0, s.buffer
+
+    broker = BrokerProcess(tmp_path / "ac7.json", tmp_path, env).start()
+    try:
+        status, body = http("POST", f"{broker.url}/session/totp", body={"code": code, "slot": "alice"})
+        assert status == 401, body
+        # A later code from the same authenticator works: only the confirmed step was burned.
+        later = max(step_at(confirmed_at) + 1, step_at(time.time()))
+        assert later * STEP_SECONDS <= time.time() + STEP_SECONDS  # still inside the ±1 step window
+        status, body = http("POST", f"{broker.url}/session/totp", body={"code": hotp(secret, later), "slot": "alice"})
+        assert status == 200, body
+        assert body["slot"] == "alice"
+    finally:
+        broker.stop()

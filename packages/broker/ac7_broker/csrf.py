@@ -18,7 +18,8 @@ def is_websocket_upgrade(request: web.Request) -> bool:
 
 def needs_check(request: web.Request) -> bool:
     if request.method not in SAFE_METHODS or is_websocket_upgrade(request):
-        bearer_only = request.headers.get("Authorization", "").startswith("Bearer ") and "Cookie" not in request.headers
+        scheme = request.headers.get("Authorization", "").split(" ", 1)[0]
+        bearer_only = scheme.lower() == "bearer" and "Cookie" not in request.headers
         return not bearer_only
     return False
 

@@ -17,15 +17,24 @@ class _Bucket:
 class FailureCounter:
     """Counts failures per key; a key with `limit` failures inside `window` seconds is locked until it ends.
 
-    At most `max_keys` keys are tracked; the least recently touched is forgotten first, so an attacker spraying
-    names or addresses costs bounded memory (and can only ever reset the counters of keys it does not target).
+    At most `max_keys` unprotected keys are tracked; the least recently touched is forgotten first, so spraying
+    names or addresses costs bounded memory. Keys for which `protected(key)` is true (the team's real slot
+    names, a set the team bounds) are never evicted, so spraying cannot reset a real slot's lockout.
     """
 
-    def __init__(self, limit: int, window: float, max_keys: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        max_keys: int,
+        clock: Callable[[], float] = time.monotonic,
+        protected: Callable[[str], bool] = lambda _key: False,
+    ) -> None:
         self.limit = limit
         self.window = window
         self.max_keys = max_keys
         self._clock = clock
+        self._protected = protected
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
 
     def _live(self, key: str) -> _Bucket | None:
@@ -48,8 +57,11 @@ class FailureCounter:
             bucket = self._buckets[key] = _Bucket(self._clock(), 0)
         bucket.failures += 1
         self._buckets.move_to_end(key)
-        while len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)
+        if len(self._buckets) > self.max_keys:
+            # Protected keys are few (one per slot), so finding the oldest unprotected key stays cheap.
+            oldest = next((k for k in self._buckets if not self._protected(k)), None)
+            if oldest is not None:
+                del self._buckets[oldest]
 
     def clear(self, key: str) -> None:
         self._buckets.pop(key, None)

@@ -67,7 +67,9 @@ async def start_broker(config_path: Path, host: str, port: int, settings: Settin
     ssl_context = _ssl_context(loaded.config, config_dir)
     store = await Store.open(config_dir)
     runner = web.AppRunner(
-        create_app(BrokerState(loaded, store, settings)), access_log=None, shutdown_timeout=settings.shutdown_grace
+        create_app(BrokerState(loaded, store, settings, secure=ssl_context is not None)),
+        access_log=None,
+        shutdown_timeout=settings.shutdown_grace,
     )
     try:
         await runner.setup()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -24,14 +24,23 @@ log = logging.getLogger("ac7.broker")
 
 
 class BrokerState:
-    def __init__(self, loaded: LoadedConfig, store: Store, settings: Settings) -> None:
+    def __init__(self, loaded: LoadedConfig, store: Store, settings: Settings, *, secure: bool = False) -> None:
         self.settings = settings
         self.store = store
+        # Fixed at boot from the real transport: a reloaded https setting must not change cookie names mid-run.
+        self.secure = secure
+        # Login is check-then-verify-then-record; one lock makes that atomic so a burst of parallel guesses
+        # cannot all pass the lockout check before any failure is counted.
+        self.login_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
         self.messages = Fanout(settings.send_queue)
         self.activity_streams = Fanout(settings.send_queue)
         self.presence = Presence(self.messages, settings.busy_ttl)
         self.slot_failures = FailureCounter(
-            settings.login_slot_failures, settings.login_window, settings.login_tracked_keys
+            settings.login_slot_failures,
+            settings.login_window,
+            settings.login_tracked_keys,
+            protected=lambda name: self.config.slot(name) is not None,
         )
         self.codeless_failures = FailureCounter(settings.login_codeless_failures, settings.login_window, 1)
         self.ip_failures = FailureCounter(
@@ -47,10 +56,6 @@ class BrokerState:
     def config(self) -> TeamConfig:
         return self._loaded.config
 
-    @property
-    def secure(self) -> bool:
-        return self.config.https.mode != "off"
-
     def slot(self, name: str) -> Slot | None:
         return self.config.slot(name)
 
@@ -59,6 +64,7 @@ class BrokerState:
         return None if owner is None else self.config.slot(owner)
 
     def _apply(self, loaded: LoadedConfig) -> None:
+        previous = {s.name: s for s in self._loaded.config.slots} if loaded is not self._loaded else {}
         self._loaded = loaded
         self._watcher.mark_seen(loaded.signature)
         self._hashes = {s.name: s.token_hash for s in loaded.config.slots if s.token_hash is not None}
@@ -66,6 +72,31 @@ class BrokerState:
         # A rotated token or a removed slot must not keep a socket it opened earlier.
         self.messages.close_where(CLOSE_REVOKED, "credentials revoked", self._still_valid)
         self.activity_streams.close_where(CLOSE_REVOKED, "credentials revoked", self._still_valid)
+        # A removed slot's sessions, and the sessions of a slot whose authenticator was replaced, end now, so
+        # a slot later re-created with the same name does not inherit them. A new secret also starts a fresh
+        # replay guard (its codes have nothing to do with the old one's steps).
+        for name, old in previous.items():
+            new = loaded.config.slot(name)
+            if new is None or new.totp_secret != old.totp_secret:
+                self._spawn(self._end_sessions(name, reset_totp=new is not None))
+
+    async def _end_sessions(self, name: str, *, reset_totp: bool) -> None:
+        await self.store.sessions.delete_for_slot(name)
+        if reset_totp:
+            await self.store.totp.reset(name)
+        prefix = f"session:{name}/"
+        for fanout in (self.messages, self.activity_streams):
+            fanout.close_where(CLOSE_REVOKED, "session ended", lambda s: not s.credential.startswith(prefix))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def settle(self) -> None:
+        """Wait for the follow-up work of config changes (ending sessions); for shutdown and tests."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     def _still_valid(self, sub: Subscriber) -> bool:
         # credential is "bearer:<slot>/<token hash>" or "session:<slot>/<session id hash>"
@@ -78,12 +109,14 @@ class BrokerState:
     async def reload_if_changed(self) -> bool:
         if not self._watcher.changed():
             return False
+        # The version we are about to read: if loading fails we wait for a change after *this* one, so a file
+        # completed while we were reading a half-written one is not mistaken for what failed.
+        before = file_signature(self._loaded.path)
         try:
             loaded = await asyncio.to_thread(load_config, self._loaded.path, kek=self._loaded.kek)
         except Ac7Error as exc:
             log.error("config reload failed, keeping the last good config: %s", exc)
-            # Retry when the file changes again, not on every poll.
-            self._watcher.mark_seen(file_signature(self._loaded.path))
+            self._watcher.mark_seen(before)
             return False
         self._apply(loaded)
         log.info("config reloaded: %d slot(s)", len(loaded.config.slots))
@@ -97,7 +130,11 @@ class BrokerState:
     async def watch_config(self) -> None:
         while True:
             await asyncio.sleep(self.settings.config_poll_interval)
-            await self.reload_if_changed()
+            try:
+                await self.reload_if_changed()
+            except Exception:
+                # Whatever went wrong, the watcher must outlive it: live reload is how rotation takes effect.
+                log.exception("config reload failed unexpectedly; keeping the last good config")
 
 
 STATE_KEY: web.AppKey[BrokerState] = web.AppKey("ac7_state", BrokerState)

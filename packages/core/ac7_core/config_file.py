@@ -113,12 +113,13 @@ def parse(text: str, source: str) -> dict[str, Any]:
     """Parse and validate config text; errors read `<source>: <json path>: <reason>`."""
     try:
         doc = json.loads(text)
+        json_splice.check_duplicate_keys(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(source, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    try:
-        json_splice.check_duplicate_keys(text)
     except json_splice.DuplicateKeyError as exc:
         raise ConfigError(source, str(exc)) from None
+    except RecursionError:
+        raise ConfigError(source, "JSON nested too deeply") from None
     _validated(doc, source)
     assert isinstance(doc, dict)
     return doc

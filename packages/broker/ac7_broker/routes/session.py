@@ -56,23 +56,26 @@ async def login(request: web.Request) -> web.Response:
     if slot_name is not None and (not isinstance(slot_name, str) or not NAME_RE.match(slot_name)):
         raise bad_request("slot must be a slot name")
     ip = request.remote or "unknown"
-    _check_locks(state, slot_name, ip)
-
-    enrolled = [s for s in state.config.slots if s.totp_secret is not None]
-    candidates = [s for s in enrolled if s.name == slot_name] if slot_name else enrolled
-    winner = None
-    for slot in candidates:
-        if await _accept(state, slot, code):
-            winner = slot
-            break
-    if winner is None:
-        state.ip_failures.fail(ip)
+    async with state.login_lock:
+        _check_locks(state, slot_name, ip)
+        enrolled = [s for s in state.config.slots if s.totp_secret is not None]
         if slot_name:
-            state.slot_failures.fail(slot_name)
-        else:
-            state.codeless_failures.fail(_CODELESS)
-        raise _invalid_code()
-    state.slot_failures.clear(winner.name)
+            candidates = [s for s in enrolled if s.name == slot_name]
+        else:  # a codeless login must not be a way around a slot's own lockout
+            candidates = [s for s in enrolled if state.slot_failures.retry_after(s.name) is None]
+        winner = None
+        for slot in candidates:
+            if await _accept(state, slot, code):
+                winner = slot
+                break
+        if winner is None:
+            state.ip_failures.fail(ip)
+            if slot_name:
+                state.slot_failures.fail(slot_name)
+            else:
+                state.codeless_failures.fail(_CODELESS)
+            raise _invalid_code()
+        state.slot_failures.clear(winner.name)
     raw_id, expires_at = await state.store.sessions.create(
         winner.name, state.settings.session_ttl_ms, request.headers.get("User-Agent", "")[:256]
     )

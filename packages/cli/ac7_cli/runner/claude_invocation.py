@@ -1,0 +1,102 @@
+"""The command line and environment the runner gives Claude Code. Pure functions, so they are easy to pin."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ac7_core.atomic_file import write_atomic
+
+# (flag, value or None). Injected only when the user has not passed the flag themselves.
+SKIP_PERMISSIONS = "--dangerously-skip-permissions"
+APPEND_PROMPT = "--append-system-prompt"
+
+
+def claude_argv(
+    claude: str, user_args: Sequence[str], instructions: str, *, skip_permissions: bool
+) -> tuple[list[str], list[str]]:
+    """The full argv, and a human description of each injected flag (for the start-up banner)."""
+    injected: list[str] = []
+    notes: list[str] = []
+    if skip_permissions and SKIP_PERMISSIONS not in user_args:
+        injected.append(SKIP_PERMISSIONS)
+        notes.append(SKIP_PERMISSIONS)
+    has_prompt = any(a == APPEND_PROMPT or a.startswith(APPEND_PROMPT + "=") for a in user_args)
+    if instructions and not has_prompt:
+        injected += [APPEND_PROMPT, instructions]
+        notes.append(f"{APPEND_PROMPT} <ac7 briefing, {len(instructions)} chars>")
+    # Ours first, the user's after: where Claude Code lets a later flag win, the user's choice wins.
+    return [claude, *injected, *user_args], notes
+
+
+def host_of(url: str) -> str | None:
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    return host.lower() if host else None
+
+
+def _without_traced(no_proxy: str, traced: Sequence[str]) -> str:
+    def traced_entry(entry: str) -> bool:
+        name = entry.strip().lstrip(".").lower().split(":")[0]
+        return any(name == t or name.endswith("." + t) or t.endswith("." + name) for t in traced) if name else False
+
+    return ",".join(e for e in no_proxy.split(",") if e.strip() and not traced_entry(e))
+
+
+def system_roots(env: Mapping[str, str]) -> Path | None:
+    """The trust bundle the child would have used: its SSL_CERT_FILE, else OpenSSL's default, else certifi's."""
+    for candidate in (env.get("SSL_CERT_FILE"), ssl.get_default_verify_paths().cafile):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return Path(certifi.where())
+
+
+def write_bundle(session_dir: Path, roots: Path | None, session_ca_pem: bytes) -> Path:
+    """System roots plus the session CA, for the agent's Python/curl subprocesses (public certificates only)."""
+    bundle = session_dir / "trust-bundle.pem"
+    data = (roots.read_bytes().rstrip(b"\n") + b"\n" if roots else b"") + session_ca_pem
+    write_atomic(bundle, data)
+    return bundle
+
+
+def child_env(
+    parent: Mapping[str, str],
+    *,
+    proxy_port: int | None,
+    ca_cert: Path | None,
+    trust_bundle: Path | None,
+    traced_hosts: Sequence[str],
+    unsafe_tls: bool,
+) -> dict[str, str]:
+    """The parent's environment plus what routes the agent's LLM traffic through the trace host."""
+    env = dict(parent)
+    if proxy_port is not None and ca_cert is not None:
+        proxy = f"http://127.0.0.1:{proxy_port}"
+        env["HTTPS_PROXY"] = env["https_proxy"] = proxy
+        env["NODE_EXTRA_CA_CERTS"] = str(ca_cert)
+        if trust_bundle is not None:
+            env["SSL_CERT_FILE"] = env["REQUESTS_CA_BUNDLE"] = str(trust_bundle)
+        # A traced host in NO_PROXY would let the agent's traffic skip the proxy, and the trace with it.
+        for var in ("NO_PROXY", "no_proxy"):
+            if var in env:
+                env[var] = _without_traced(env[var], traced_hosts)
+    if unsafe_tls:
+        env["NODE_TLS_REJECT_UNAUTHORIZED"] = "0"
+    return env
+
+
+UNSAFE_TLS_BANNER = """\
++--------------------------------------------------------------------------+
+| ac7: --unsafe-tls: NODE_TLS_REJECT_UNAUTHORIZED=0 is set for the agent.   |
+| Certificate checks are OFF for every TLS connection Claude Code makes,    |
+| not only the traced ones. Use it only for a client that cannot honour     |
+| NODE_EXTRA_CA_CERTS, and never on an untrusted network.                   |
++--------------------------------------------------------------------------+"""
