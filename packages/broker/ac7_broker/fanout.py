@@ -59,11 +59,24 @@ class Subscriber:
     async def _close(self, code: int, reason: str) -> None:
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), _CLOSE_TIMEOUT)
+        except asyncio.CancelledError:
+            # Cancelling the writer mid-send also cancels the drain future aiohttp shares between writers, which
+            # makes close() raise CancelledError at once. Only a cancellation aimed at this task is ours to obey.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            self._abort()
         except (TimeoutError, ConnectionError, RuntimeError):
-            # A peer that will not even take a close frame: drop the TCP connection outright.
-            transport = self._request.transport
-            if transport is not None:
-                transport.abort()
+            self._abort()
+        else:
+            if code == CLOSE_TOO_SLOW:
+                self._abort()  # a peer that stopped reading will not answer the close either
+
+    def _abort(self) -> None:
+        # Drop the TCP connection: the handler's read loop ends, and with it the socket's memory.
+        transport = self._request.transport
+        if transport is not None:
+            transport.abort()
 
     async def stop(self) -> None:
         self._writer.cancel()

@@ -35,12 +35,13 @@ def clear_session_cookie(response: web.StreamResponse, state: BrokerState) -> No
 async def _identify(request: web.Request, state: BrokerState) -> Caller | None:
     token = bearer_token(request)
     if token is not None:
-        slot = state.slot_for_token(token)
+        # Header bytes that are not printable ASCII can be no token of ours (and would not even hash).
+        slot = state.slot_for_token(token) if token.isascii() and token.isprintable() else None
         if slot is None:
             raise unauthenticated("invalid or revoked token")
         return Caller(slot, "bearer", credential=f"bearer:{slot.name}/{slot.token_hash}")
     raw_id = request.cookies.get(cookie_name(state.secure))
-    if not raw_id or len(raw_id) > 256:
+    if not raw_id or len(raw_id) > 256 or not (raw_id.isascii() and raw_id.isprintable()):
         return None
     found = await state.store.sessions.touch(raw_id, int(time.time() * 1000), state.settings.session_ttl_ms)
     if found is None:

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from ac7_broker.errors import ApiError, bad_request
 
@@ -21,23 +23,52 @@ async def read_json(request: web.Request, limit: int) -> Any:
     # Only JSON: a cross-site HTML form can send form or text bodies, never application/json.
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "unsupported_media_type", "request body must be application/json")
-    if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    data = await read_body(request, limit)
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
     except UnicodeDecodeError:
         raise bad_request("request body is not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise bad_request(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise bad_request("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer past Python's 4300-digit conversion limit, NaN, 1e999
+        raise bad_request(f"invalid JSON: {str(exc).split(';')[0]}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 parses to inf, which no JSON encoder can write back out; refuse it on the way in.
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The raw body, at most `limit` bytes (413 beyond), whether or not a Content-Length was sent."""
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while chunk := await request.content.read(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except (RequestPayloadError, HttpProcessingError):
+        # e.g. a body that claims Content-Encoding: gzip and is not, or a broken chunked encoding
+        raise bad_request("request body could not be decoded") from None
+    return b"".join(chunks)
+
+
+async def no_body(request: web.Request, limit: int) -> None:
+    """For endpoints that take no body: still enforce the size limit rather than act on a huge request."""
+    await read_body(request, limit)
 
 
 def json_object(value: Any, allowed: set[str]) -> dict[str, Any]:

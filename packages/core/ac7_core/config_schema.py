@@ -21,8 +21,8 @@ from ac7_core.totp import SECRET_RE
 
 Authority = Literal["director", "manager", "individual-contributor"]
 AUTHORITIES: tuple[Authority, ...] = ("director", "manager", "individual-contributor")
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
+_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 MIN_PLAINTEXT_TOKEN = 16
 MIN_TOTP_SECRET_BYTES = 16
 HTTPS_MODES = ("off", "custom")

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ac7_core.errors import Ac7Error
 
 PREFIX = "enc-v1:"
-SEALED_RE = re.compile(r"^enc-v1:[A-Za-z0-9_-]+:[A-Za-z0-9_-]+:[A-Za-z0-9_-]*$")
+SEALED_RE = re.compile(r"^enc-v1:[A-Za-z0-9_-]+:[A-Za-z0-9_-]+:[A-Za-z0-9_-]*\Z")
 _IV_LEN = 12
 _TAG_LEN = 16
 KEY_LEN = 32

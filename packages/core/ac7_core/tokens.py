@@ -9,8 +9,8 @@ import re
 import secrets
 
 TOKEN_PREFIX = "ac7_"  # noqa: S105 - a public prefix, not a secret
-TOKEN_RE = re.compile(r"^ac7_[A-Za-z0-9_-]{43}$")
-TOKEN_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+TOKEN_RE = re.compile(r"^ac7_[A-Za-z0-9_-]{43}\Z")
+TOKEN_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 def mint_token() -> str:

@@ -12,8 +12,8 @@ import pyotp
 STEP_SECONDS = 30
 DIGITS = 6
 WINDOW = 1
-_CODE_RE = re.compile(r"^[0-9]{6}$")
-SECRET_RE = re.compile(r"^[A-Z2-7]{16,128}=*$")
+_CODE_RE = re.compile(r"^[0-9]{6}\Z")
+SECRET_RE = re.compile(r"^[A-Z2-7]{16,128}=*\Z")
 
 
 def new_secret() -> str:

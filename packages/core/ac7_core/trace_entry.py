@@ -143,9 +143,11 @@ def build_event(ex: CapturedExchange, *, max_preview: int = MAX_PREVIEW) -> dict
             event = _Shaper().opaque_event(ex, max(64, min(int(max_preview), MAX_PREVIEW)))
         validate_event(event)
         return event
-    except (ActivityError, Exception):
-        log.exception("trace: could not shape %s exchange; recording a bare opaque_http event", _safe_method(ex))
-        return _bare_event(ex)
+    except ActivityError as exc:  # a shaping bug: the path and reason name no captured values
+        log.error("trace: shaped event failed validation (%s); recording a bare opaque_http event", exc)
+    except Exception as exc:  # never let one odd exchange break the trace host; the message could quote data
+        log.error("trace: could not shape an exchange (%s); recording a bare opaque_http event", type(exc).__name__)
+    return _bare_event(ex)
 
 
 # --- shaping ------------------------------------------------------------------------------------------------------
@@ -244,7 +246,8 @@ class _Shaper:
     def tool(self, tool: dict[str, Any]) -> dict[str, Any]:
         name = tool.get("name")
         if not isinstance(name, str):
-            name = tool.get("type") if isinstance(tool.get("type"), str) else ""
+            kind = tool.get("type")
+            name = kind if isinstance(kind, str) else ""
         description = tool.get("description")
         schema = tool.get("input_schema")
         shaped = self.free(schema) if isinstance(schema, dict) else {}
@@ -325,17 +328,21 @@ class _Shaper:
         tail = decoder.flush()
         if tail:
             chunks.append((last_at, tail))
-        if not decoder.complete:
-            self.truncated = True
-        content_type = (_header(ex.response_headers, "content-type") or "").lower()
-        head = chunks[0][1][:64] if chunks else b""
         message: dict[str, Any] | None = None
         error: Any = None
         first_token: float | None = None
+        if decoder.failed or not decoder.complete:
+            self.truncated = True
+        if decoder.failed:
+            encoding = _header(ex.response_headers, "content-encoding") or ""
+            error = {"type": "undecodable_response", "message": f"unsupported content-encoding {_clean(encoding)!r}"}
+            return self.shape_response(None, error, status), None
+        content_type = (_header(ex.response_headers, "content-type") or "").lower()
+        head = b"".join(c for _, c in chunks[:64])[:64]
         if "text/event-stream" in content_type or ("json" not in content_type and _SSE_START.match(head)):
             acc = StreamAccumulator()
-            for at_ms, chunk in chunks:
-                acc.feed(chunk, at_ms)
+            for stamp, chunk in chunks:
+                acc.feed(chunk, stamp)
             acc.close()
             first_token = acc.first_delta_ms
             if not acc.complete:
@@ -351,7 +358,7 @@ class _Shaper:
             parsed, whole = _parse_json(body) if _JSON_START.match(body[:64]) else (None, False)
             if parsed is not None and not whole:
                 self.truncated = True
-            if isinstance(parsed, dict) and (parsed.get("type") == "error" or "error" in parsed and status >= 400):
+            if isinstance(parsed, dict) and (parsed.get("type") == "error" or ("error" in parsed and status >= 400)):
                 inner = parsed.get("error")
                 error = dict(inner) if isinstance(inner, dict) else {"type": "error", "message": inner}
                 if "request_id" in parsed and "request_id" not in error:
@@ -503,8 +510,6 @@ class _Stage:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.fed = False
-        self.produced = False
         self._zlib: Any = None
         self._pending = b""  # deflate: bytes held until the zlib/raw choice can be made
         self._brotli: Any = None
@@ -522,10 +527,16 @@ class _Stage:
         elif name != "deflate":
             raise _Unsupported(name)
 
+    def finished(self) -> bool:
+        """Whether the coded stream reached its proper end (unknown for zstd: assumed)."""
+        if self._zlib is not None:
+            return bool(self._zlib.eof)
+        if self._brotli is not None:
+            return bool(self._brotli.is_finished())
+        return self._zstd is not None or not self._pending
+
     def feed(self, data: bytes, budget: int) -> bytes:
         """Decode `data`, returning at most about `budget` bytes (more input is dropped once it is spent)."""
-        if data:
-            self.fed = True
         if self.name == "deflate" and self._zlib is None:
             self._pending += data
             if len(self._pending) < 2:
@@ -540,8 +551,6 @@ class _Stage:
             out = self._unbrotli(data, budget)
         else:
             out = self._unzstd(data, budget)
-        if out:
-            self.produced = True
         return out
 
     def _inflate(self, data: bytes, budget: int) -> bytes:
@@ -593,10 +602,11 @@ class _Decoder:
     def __init__(self, header: str | None, limit: int) -> None:
         self.limit = limit
         self.total = 0
-        self.failed = False  # an unsupported coding: nothing decoded
-        self.complete = True  # False: decoding broke off (corrupt data, or the cap) — the output is partial
+        self.failed = False  # an unsupported coding: nothing is decoded
+        self.complete = True  # False: decoding broke off (corrupt or cut data, or the cap) — the output is partial
         self.stages: list[_Stage] = []
-        self._raw_seen = b""
+        self._held: list[bytes] | None = []  # raw input kept until the first output, to replay if the header lied
+        self._held_size = 0
         self._identity = False
         names = [n.strip().lower() for n in (header or "").split(",")]
         try:
@@ -609,31 +619,32 @@ class _Decoder:
             return b""
         if not self.stages or self._identity:
             return self._take(chunk)
-        if len(self._raw_seen) < 64:
-            self._raw_seen += chunk[: 64 - len(self._raw_seen)]
+        if self._held is not None:
+            self._held.append(chunk)
+            self._held_size += len(chunk)
+            if self._held_size > 1024 * 1024:
+                self._held = None
         data = chunk
         try:
             for stage in self.stages:
                 data = stage.feed(data, self.limit - self.total)
         except Exception:
-            first = self.stages[0]
-            if not first.produced and self.total == 0 and _looks_plain(self._raw_seen):
-                self._identity = True  # the header lied: the bytes were never encoded (or already decoded)
-                return self._take(self._replay(chunk))
+            held = b"".join(self._held) if self._held is not None else b""
+            if self.total == 0 and held and _looks_plain(held[:64]):
+                self._identity = True  # the header lied: the bytes were never encoded (or were decoded already)
+                self._held = None
+                return self._take(held)
             self.complete = False
             return b""
+        if data:
+            self._held = None
         return self._take(data)
 
     def flush(self) -> bytes:
-        if self.stages and not self._identity and self.complete and not self.failed:
-            first = self.stages[0]
-            if first.name == "deflate" and first._zlib is None and first._pending:
-                self.complete = False  # a one-byte deflate body: nothing decodable
+        """End of input: a coding whose stream did not finish (a cut gzip body, say) marks the output partial."""
+        if self.stages and not self._identity and not self.failed and self.total and not self.stages[0].finished():
+            self.complete = False
         return b""
-
-    def _replay(self, chunk: bytes) -> bytes:
-        # Only reached when nothing was produced yet: the raw bytes seen so far are the whole body so far.
-        return self._raw_seen if len(self._raw_seen) >= 64 or chunk in self._raw_seen else chunk
 
     def _take(self, data: bytes) -> bytes:
         room = self.limit - self.total
@@ -720,9 +731,10 @@ def _sanitize(value: Any, depth: int) -> Any:
         out: dict[str, Any] = {}
         for key, item in value.items():
             name = _clean(key) if isinstance(key, str) else str(key)
-            if key == "data" and isinstance(item, str) and kind in ("base64", "redacted_thinking"):
-                out[name] = f"[omitted: {len(item)} chars]"
-            elif key == "signature" and isinstance(item, str) and kind == "thinking":
+            bulky = (key == "data" and kind in ("base64", "redacted_thinking")) or (
+                key == "signature" and kind == "thinking"
+            )
+            if bulky and isinstance(item, str):
                 out[name] = f"[omitted: {len(item)} chars]"
             else:
                 out[name] = _sanitize(item, depth + 1)

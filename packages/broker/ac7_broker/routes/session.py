@@ -9,13 +9,13 @@ from aiohttp import web
 from ac7_broker.auth import Caller, caller_of
 from ac7_broker.errors import ApiError, bad_request, rate_limited
 from ac7_broker.middleware import REISSUE_KEY, clear_session_cookie, set_session_cookie
-from ac7_broker.request_body import json_object, json_response, read_json
+from ac7_broker.request_body import json_object, json_response, no_body, read_json
 from ac7_broker.state import STATE_KEY, BrokerState
 from ac7_core.config_schema import NAME_RE, Slot
 from ac7_core.totp import match_step
 
 routes = web.RouteTableDef()
-_CODE_RE = re.compile(r"^[0-9]{6}$")
+_CODE_RE = re.compile(r"^[0-9]{6}\Z")
 _CODELESS = "*"
 
 
@@ -94,6 +94,7 @@ async def whoami(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     caller = caller_of(request)
+    await no_body(request, state.settings.max_body)
     response = web.Response(status=204)
     if caller.session_id is not None:
         await state.store.sessions.delete(caller.session_id)

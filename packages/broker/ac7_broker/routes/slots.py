@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ac7_broker.auth import caller_of, require_self_or_director
 from ac7_broker.errors import not_found
-from ac7_broker.request_body import json_response
+from ac7_broker.request_body import json_response, no_body
 from ac7_broker.state import STATE_KEY
 from ac7_core.config_edit import enroll_totp, rotate_token
 from ac7_core.totp import provisioning_uri
@@ -22,6 +22,7 @@ async def rotate(request: web.Request) -> web.Response:
     require_self_or_director(caller, name, "rotate its token")
     if state.slot(name) is None:
         raise not_found(f"no slot named {name!r}")
+    await no_body(request, state.settings.max_body)
     token = await state.edit_config(lambda doc, _key: rotate_token(doc, name))
     return json_response({"token": token})
 
@@ -34,6 +35,7 @@ async def enroll(request: web.Request) -> web.Response:
     require_self_or_director(caller, name, "enrol its authenticator")
     if state.slot(name) is None:
         raise not_found(f"no slot named {name!r}")
+    await no_body(request, state.settings.max_body)
     secret = await state.edit_config(lambda doc, key: enroll_totp(doc, key, name))
     uri = provisioning_uri(secret, f"{name}@{state.config.team.name}", "ac7")
     return json_response({"secret": secret, "uri": uri})
