@@ -15,7 +15,9 @@ PYTHON ?= $(shell for c in python3.13 python3.12 \
   p=$$(command -v "$$c" 2>/dev/null) || continue; \
   "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo "$$p"; break; }; done)
 
-.PHONY: help venv run test check lint fmt typecheck pytest bench clean
+CLAUDE_STAMP := tools/node_modules/.installed
+
+.PHONY: help venv tools run test check lint fmt typecheck pytest bench clean
 
 help:
 	@echo "make run    - set up .venv and start the broker on ./ac7.json (created with a demo team if absent)"
@@ -32,10 +34,18 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The real Claude Code CLI (pinned in tools/package-lock.json) for the end-to-end test. Its engines field asks
+# for Node 22 but the package is a native binary, so Node 20's EBADENGINE warning is harmless.
+$(CLAUDE_STAMP): tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+tools: $(CLAUDE_STAMP)
+
 run: $(STAMP)
 	$(BIN)/ac7 serve --demo --config $(CONFIG)
 
-test: $(STAMP)
+test: $(STAMP) $(CLAUDE_STAMP)
 	$(BIN)/pytest -q
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -56,4 +66,4 @@ bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tools/node_modules

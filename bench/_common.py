@@ -230,8 +230,28 @@ def summary_ms(values_ns: Iterable[float], digits: int = 3) -> dict[str, Any]:
     }
 
 
+def _git_revision() -> str:
+    """HEAD's short hash, with "+dirty" when the broker or core packages differ from it (what was measured)."""
+    root = BENCH_DIR.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "packages/broker", "packages/core"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def environment() -> dict[str, Any]:
     return {
+        "git": _git_revision(),
         "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),

@@ -184,6 +184,11 @@ async def measure(team: Team, broker: Broker, subscribers: list[str], senders: l
             "machine_busy_cores": round(sum(r["machine_busy_cores"] * r["elapsed_s"] for r in runs) / elapsed, 2),
             "broker_loop_cpu_us_per_msg": round(broker_cpu["loop_thread"] / (accepted / elapsed) * 1e6, 1),
             "broker_other_threads_cpu_us_per_msg": round(broker_cpu["other_threads"] / (accepted / elapsed) * 1e6, 1),
+            # What the broker alone could sustain on one free core if its two threads never overlapped (the GIL
+            # serialises their Python work; SQLite's C work could overlap, so this is a floor, not a ceiling).
+            "broker_cpu_bound_estimate_msgs_per_s": round(
+                accepted / elapsed / (broker_cpu["loop_thread"] + broker_cpu["other_threads"])
+            ),
         }
 
     with_subs = combine(phases["subscribers"])

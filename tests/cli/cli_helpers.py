@@ -301,7 +301,10 @@ def free_port() -> int:
 class BrokerProcess:
     """`ac7 serve` as a real subprocess; output goes to files so a full pipe can never stall it."""
 
-    def __init__(self, config: Path, cwd: Path, env: Mapping[str, str], extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, config: Path | None, cwd: Path, env: Mapping[str, str], extra_args: tuple[str, ...] = ()
+    ) -> None:
+        """`config` None: pass no --config (the default ./ac7.json or AC7_CONFIG applies)."""
         self.config = config
         self.cwd = cwd
         self.env = dict(env)
@@ -329,7 +332,8 @@ class BrokerProcess:
             self.out_path = self.cwd / f"serve-{self._n}.out"
             self.err_path = self.cwd / f"serve-{self._n}.err"
             self.port = free_port()
-            args = [str(AC7), "serve", "--config", str(self.config), "--port", str(self.port), *self.extra_args]
+            config_args = [] if self.config is None else ["--config", str(self.config)]
+            args = [str(AC7), "serve", *config_args, "--port", str(self.port), *self.extra_args]
             with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
                 self.proc = subprocess.Popen(args, cwd=self.cwd, env=self.env, stdout=out, stderr=err)
             if self._wait_healthy(timeout):

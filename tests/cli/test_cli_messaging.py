@@ -214,6 +214,15 @@ def test_a_broker_that_is_not_running_is_one_line(tmp_path: Path, env: dict[str,
     assert_error(result, "cannot reach the broker", url)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [("history", "--before", "not-a-cursor"), ("history", "--with", "not a name!"), ("push", "")],
+    ids=" ".join,
+)
+def test_requests_the_broker_rejects_are_its_400_in_one_line(live: Live, args: tuple[str, ...]) -> None:
+    assert_error(live.ac7("alice", *args), "broker answered 400: ")
+
+
 def test_url_flag_is_checked(tmp_path: Path, env: dict[str, str]) -> None:
     result = run_ac7("roster", "--url", "127.0.0.1:8717", "--token", "ac7_x", cwd=tmp_path, env=env)
     assert_error(result, "--url")

@@ -14,6 +14,7 @@ from cli_helpers import (
     Team,
     add_slot,
     assert_error,
+    clean_env,
     http,
     printed_secret,
     read_doc,
@@ -121,6 +122,23 @@ def test_demo_never_replaces_a_config_made_by_setup(team: Team) -> None:
         assert read_doc(team.config)["slots"] == before
     finally:
         broker.stop()
+
+
+def test_serve_finds_the_config_by_default_and_through_ac7_config(team: Team, tmp_path: Path) -> None:
+    by_default = BrokerProcess(None, team.dir, team.env).start()
+    try:
+        assert roster_status(by_default.url, team.tokens["alice"]) == 200
+    finally:
+        assert by_default.stop() == 0
+    work = tmp_path / "work"
+    work.mkdir()
+    via_env = BrokerProcess(None, work, clean_env(work, {"AC7_CONFIG": str(team.config)})).start()
+    try:
+        assert roster_status(via_env.url, team.tokens["alice"]) == 200
+    finally:
+        assert via_env.stop() == 0
+    assert not (work / "ac7.json").exists()
+    assert not (work / "ac7.db").exists()  # the data lives beside the config, not in the working directory
 
 
 def test_serve_on_a_busy_port_is_one_line(team: Team) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from cli_helpers import (
@@ -14,6 +15,7 @@ from cli_helpers import (
     add_slot,
     assert_error,
     assert_usage_error,
+    clean_env,
     open_sealed,
     otpauth_parts,
     printed_secret,
@@ -21,6 +23,7 @@ from cli_helpers import (
     qr_blocks,
     qr_encodes,
     read_doc,
+    run_ac7,
     sha256_of,
     slot_entry,
 )
@@ -185,6 +188,44 @@ def _assert_no_secrets(team: Team, output: str) -> None:
             if key in entry:
                 assert entry[key] not in output
                 assert entry[key].split(":")[-1] not in output
+
+
+LEGACY = """{
+  "_comment": "an old config, written by hand",
+  "team": {"name": "old"},
+  "roles": {"lead": {"description": "Plans"}},
+  "slots": [
+    {"name": "alice", "role": "lead", "authority": "director", "token": "ac7_plaintext-from-an-old-config",
+     "totpSecret": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "x-custom": 1}
+  ]
+}
+"""
+
+
+def test_list_on_a_legacy_config_migrates_it_and_prints_no_secret(tmp_path: Path) -> None:
+    config = tmp_path / "ac7.json"
+    config.write_text(LEGACY, encoding="utf-8")
+    config.chmod(0o600)
+    result = run_ac7("slot", "list", "--json", cwd=tmp_path, env=clean_env(tmp_path))
+    assert result.code == 0, str(result)
+    assert json.loads(result.out) == [
+        {"name": "alice", "role": "lead", "authority": "director", "bearer": True, "totp": True}
+    ]
+    assert "plaintext-from-an-old-config" not in result.out + result.err
+    assert "JBSWY3DP" not in result.out + result.err
+    text = config.read_text(encoding="utf-8")
+    assert "plaintext-from-an-old-config" not in text
+    assert "JBSWY3DP" not in text
+    doc = read_doc(config)
+    alice = slot_entry(doc, "alice")
+    assert alice["tokenHash"] == sha256_of("ac7_plaintext-from-an-old-config")
+    assert SEALED_RE.match(alice["totpSecret"])
+    assert open_sealed((tmp_path / "ac7-kek.bin").read_bytes(), alice["totpSecret"], "slots/alice/totpSecret") == (
+        "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    )
+    assert alice["x-custom"] == 1
+    assert doc["_comment"] == "an old config, written by hand"
+    assert text.startswith('{\n  "_comment": "an old config, written by hand",\n  "team": {"name": "old"},\n')
 
 
 def test_list_does_not_modify_the_file(big_team: Team) -> None:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ac7_cli.commands import enroll, messaging, prune, rotate, serve, setup, slot
+from ac7_cli.commands import claude_code, enroll, mcp_bridge, messaging, prune, rotate, serve, setup, slot
 from ac7_core import __version__
 from ac7_core.errors import Ac7Error
 
@@ -41,6 +41,8 @@ for command in (
     messaging.roster,
     messaging.history,
     prune.prune_traces,
+    claude_code.claude_code,
+    mcp_bridge.mcp_bridge,
 ):
     cli.add_command(command)
 

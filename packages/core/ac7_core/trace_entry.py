@@ -38,7 +38,8 @@ deeper than 64 levels a `[nested deeper than 64 levels]` note.
 sniffed as SSE) → `StreamAccumulator`; JSON → the message as is; a JSON `{"type": "error", "error": {…}}` (any
 status) → `error` is the inner object (plus `request_id` when the body had one); a non-JSON error body →
 `{"type": "http_error", "message": <redacted preview>}`; an unreadable success body →
-`{"type": "unparsable_response", …}`; an SSE `error` event → `error`. Unparsable streamed tool input stays a string
+`{"type": "unparsable_response", …}`; a body in an unsupported or corrupt content coding →
+`{"type": "undecodable_response", …}`; an SSE `error` event → `error`. Unparsable streamed tool input stays a string
 (see `anthropic_sse`). `usage` maps input/output/cache-creation/cache-read token counts (integers, else null).
 
 **truncated** is true when the entry is partial for any reason: the proxy capped a body copy, `ex.error` is set, no
@@ -55,8 +56,9 @@ and for streams without a delta. Both rounded to 0.1 ms. `requestBytes`/`respons
 **opaque_http.** Headers go through `redact_headers`, then names are lower-cased, repeats joined with ", ", values
 capped at 8 KiB, at most 200 names. Body previews: content-decoded, then JSON (parsed, `redact_json`, compact dump)
 or form data (`redact_json` per field) or text (`redact_text`), redacted over a 64 KiB window *before* being cut to
-`max_preview` (≤ 4096) chars, with `…[truncated]` when cut; binary bodies become `<N bytes binary>`, undecodable
-encodings `<N bytes br-encoded>`. The query string of every path goes through `redact_json` field by field, so
+`max_preview` (≤ 4096) chars, with `…[truncated]` when cut; binary bodies (by content type — `image/svg+xml` is
+text — or by content) become `<N bytes binary>`, unsupported codings `<N bytes br-encoded>`, corrupt ones
+`<N bytes, corrupt gzip data>`. The query string of every path goes through `redact_json` field by field, so
 `?code_verifier=…` is caught by key as well as by pattern.
 
 **Size.** An event larger than `MAX_EVENT_BYTES` (compact UTF-8 JSON) is shrunk: long strings are cut (64 KiB, then
@@ -333,9 +335,12 @@ class _Shaper:
         first_token: float | None = None
         if decoder.failed or not decoder.complete:
             self.truncated = True
+        encoding = _clean(_header(ex.response_headers, "content-encoding") or "")[:64]
         if decoder.failed:
-            encoding = _header(ex.response_headers, "content-encoding") or ""
-            error = {"type": "undecodable_response", "message": f"unsupported content-encoding {_clean(encoding)!r}"}
+            error = {"type": "undecodable_response", "message": f"unsupported content-encoding {encoding!r}"}
+            return self.shape_response(None, error, status), None
+        if not chunks and any(chunk for _, chunk in ex.response_chunks):
+            error = {"type": "undecodable_response", "message": f"corrupt {encoding!r} body"}
             return self.shape_response(None, error, status), None
         content_type = (_header(ex.response_headers, "content-type") or "").lower()
         head = b"".join(c for _, c in chunks[:64])[:64]
@@ -459,8 +464,9 @@ class _Shaper:
             return self.text(query) + fragment
         shaped = []
         for key, value in pairs:
-            redacted = self.free({key: value}).get(key, "")
-            shaped.append((self.text(key), redacted if isinstance(redacted, str) else ""))
+            redacted = self.free({key: value})  # one field at a time: keys are redacted too, and may change
+            name, text = next(iter(redacted.items())) if isinstance(redacted, dict) and redacted else ("", "")
+            shaped.append((str(name), text if isinstance(text, str) else ""))
         return urlencode(shaped, quote_via=quote, safe="[]:/,") + fragment
 
     def preview(
@@ -474,9 +480,12 @@ class _Shaper:
         size = _count(wire_bytes, len(body))
         if decoder.failed:
             return f"<{size} bytes {_clean(encoding or '')[:32]}-encoded>"
+        if not decoded:
+            return f"<{size} bytes, corrupt {_clean(encoding or '')[:32]} data>"
         cut = truncated or not decoder.complete
         content_type = (_header(headers, "content-type") or "").lower()
-        if content_type.startswith(_BINARY_TYPES) or any(hint in content_type for hint in _BINARY_HINTS):
+        binary_type = content_type.startswith(_BINARY_TYPES) and not content_type.startswith("image/svg")
+        if binary_type or any(hint in content_type for hint in _BINARY_HINTS):
             return f"<{size} bytes binary>"
         text = _as_text(decoded)
         if text is None:

@@ -12,14 +12,24 @@ from ac7_core.atomic_file import write_atomic
 # (flag, value or None). Injected only when the user has not passed the flag themselves.
 SKIP_PERMISSIONS = "--dangerously-skip-permissions"
 APPEND_PROMPT = "--append-system-prompt"
+MCP_CONFIG = "--mcp-config"
 
 
 def claude_argv(
-    claude: str, user_args: Sequence[str], instructions: str, *, skip_permissions: bool
+    claude: str,
+    user_args: Sequence[str],
+    instructions: str,
+    *,
+    skip_permissions: bool,
+    mcp_config: Path | None = None,
 ) -> tuple[list[str], list[str]]:
     """The full argv, and a human description of each injected flag (for the start-up banner)."""
     injected: list[str] = []
     notes: list[str] = []
+    if mcp_config is not None:
+        # --mcp-config takes several files and adds to the user's own servers, so it is always safe to add ours.
+        injected += [MCP_CONFIG, str(mcp_config)]
+        notes.append(f"{MCP_CONFIG} <ac7 MCP server>")
     if skip_permissions and SKIP_PERMISSIONS not in user_args:
         injected.append(SKIP_PERMISSIONS)
         notes.append(SKIP_PERMISSIONS)

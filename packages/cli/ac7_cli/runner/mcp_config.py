@@ -25,6 +25,18 @@ _RECORD = "mcp-record.json"
 _BACKUP = "mcp.json.bak"
 
 
+def write_private_config(session_dir: Path, entry: dict[str, Any]) -> Path:
+    """A config holding only ac7's server, for `claude --mcp-config`.
+
+    Claude Code does not start a project `.mcp.json` server until the user approves it (and never in `-p`
+    mode), so the runner names ac7's server explicitly. A file of its own, rather than the project's, means
+    no other server in the repository's `.mcp.json` gets enabled without the user's approval.
+    """
+    path = session_dir / "mcp-ac7.json"
+    write_atomic(path, json.dumps({"mcpServers": {SERVER_KEY: entry}}).encode("utf-8"))  # 0600: holds the key
+    return path
+
+
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

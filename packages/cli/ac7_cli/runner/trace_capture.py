@@ -203,7 +203,7 @@ class TraceAddon:
         ex.response_headers = _headers(resp.headers)
         sent = flow.request.timestamp_end or resp.timestamp_start
         ex.first_byte_ms = max(0.0, (resp.timestamp_start - sent) * 1000.0)
-        resp.stream = cap.tee_response
+        pass
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow, None)

@@ -24,6 +24,7 @@ from mitmproxy.net.tls import starts_like_tls_record
 from mitmproxy.proxy import commands, events, layer, layers
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers import modes
+from mitmproxy.proxy.layers.http import HttpStream
 from mitmproxy.proxy.layers.tls import parse_client_hello
 
 from ac7_cli.runner.trace_scope import TraceScope, normalize_host
@@ -85,6 +86,10 @@ class RefuseConnection(layer.Layer):
         yield commands.CloseConnection(self.context.client)
 
 
+# Where a CONNECT tunnel's first layer is decided: the proxy, its HTTP layer, and the CONNECT's stream (passthrough).
+_TUNNEL_STACK: tuple[type[layer.Layer], ...] = (modes.HttpProxy, layers.HttpLayer, HttpStream)
+
+
 def _stack_is(context: Context, kinds: Sequence[type[layer.Layer]]) -> bool:
     return next_layer.stack_match(context, list(kinds))
 
@@ -118,7 +123,7 @@ class ScopedNextLayer(next_layer.NextLayer):
         if _stack_is(context, [modes.HttpProxy]) and starts_like_tls_record(data_client):
             return RefuseConnection(context, "TLS to the proxy port itself")
         tunnel = self.tunnels.get(context.client.id)
-        if tunnel is not None and _stack_is(context, [modes.HttpProxy, layers.HttpLayer]):
+        if tunnel is not None and _stack_is(context, _TUNNEL_STACK):
             if not tunnel.traced:
                 return layers.TCPLayer(context, ignore=True)
             if starts_like_tls_record(data_client):
