@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 from activity_samples import eventually, json_body
 from broker_harness import Running, StartBroker
 
@@ -141,10 +142,18 @@ async def test_server_pings_and_drops_a_silent_peer(start: StartBroker, http: ai
         await reader
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        pytest.param({"send_queue": 8}, id="frame-limit"),
+        # Plenty of frames allowed: only the byte budget can stop this backlog from growing.
+        pytest.param({"send_queue": 100_000, "send_queue_bytes": 64 * 1024}, id="byte-limit"),
+    ],
+)
 async def test_slow_consumer_is_cut_off_without_holding_up_others(
-    start: StartBroker, http: aiohttp.ClientSession
+    start: StartBroker, http: aiohttp.ClientSession, limits: dict[str, int]
 ) -> None:
-    broker = await start(send_queue=8)
+    broker = await start(**limits)
     slow = await subscribe(http, broker, "ivy")  # never reads until the end
     fast = await subscribe(http, broker, "mike")
     await wait_connected(http, broker, "ivy", 1)

@@ -23,21 +23,33 @@ _CLOSE_TIMEOUT = 1.0
 
 
 class Subscriber:
-    def __init__(self, key: str, ws: web.WebSocketResponse, request: web.Request, limit: int, credential: str) -> None:
+    def __init__(
+        self, key: str, ws: web.WebSocketResponse, request: web.Request, limit: int, byte_limit: int, credential: str
+    ) -> None:
         self.key = key
         self.ws = ws
         self.credential = credential  # what authenticated it, so a rotation or logout can cut it off
         self._request = request
         self._queue: asyncio.Queue[str] = asyncio.Queue(limit)
+        # Frames are up to ~1 MB (a 64 K-char body of escaped non-ASCII text), so a frame count alone would let
+        # one stalled peer pin hundreds of megabytes; the byte budget is what really bounds memory.
+        self._byte_limit = byte_limit
+        self.queued_bytes = 0
         self._writer = asyncio.create_task(self._write(), name=f"ws-writer-{key}")
         self.closed = asyncio.Event()
 
     def offer(self, frame: str) -> bool:
+        if self.closed.is_set():
+            return False
+        if self.queued_bytes + len(frame) > self._byte_limit and self.queued_bytes > 0:
+            self.close_soon(CLOSE_TOO_SLOW, "too far behind")
+            return False
         try:
             self._queue.put_nowait(frame)
         except asyncio.QueueFull:
             self.close_soon(CLOSE_TOO_SLOW, "too far behind")
             return False
+        self.queued_bytes += len(frame)
         return True
 
     async def _write(self) -> None:
@@ -45,6 +57,7 @@ class Subscriber:
             while True:
                 frame = await self._queue.get()
                 await self.ws.send_str(frame)
+                self.queued_bytes -= len(frame)
         except (ConnectionError, RuntimeError):
             self.close_soon(CLOSE_GOING_AWAY, "send failed")  # peer went away mid-send; the reader notices too
 
@@ -90,12 +103,13 @@ _background: set[asyncio.Task[None]] = set()
 class Fanout:
     """Live subscribers grouped by key (a slot name for messages, an agent name for activity streams)."""
 
-    def __init__(self, queue_limit: int) -> None:
+    def __init__(self, queue_limit: int, byte_limit: int) -> None:
         self.queue_limit = queue_limit
+        self.byte_limit = byte_limit
         self._by_key: dict[str, set[Subscriber]] = {}
 
     def attach(self, key: str, ws: web.WebSocketResponse, request: web.Request, credential: str) -> Subscriber:
-        sub = Subscriber(key, ws, request, self.queue_limit, credential)
+        sub = Subscriber(key, ws, request, self.queue_limit, self.byte_limit, credential)
         self._by_key.setdefault(key, set()).add(sub)
         return sub
 

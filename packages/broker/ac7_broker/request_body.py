@@ -18,14 +18,23 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"request body larger than {limit} bytes")
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
+def check_json_content_type(request: web.Request) -> None:
     content_type = request.headers.get("Content-Type", "application/json")
     # Only JSON: a cross-site HTML form can send form or text bodies, never application/json.
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "unsupported_media_type", "request body must be application/json")
-    data = await read_body(request, limit)
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    check_json_content_type(request)
+    return parse_json(await read_body(request, limit), strict_numbers=True)
+
+
+def parse_json(data: bytes, *, strict_numbers: bool = False) -> Any:
+    """Parse a request body; every way it can be malformed is a 400. `strict_numbers` refuses NaN/inf."""
+    hooks: dict[str, Any] = {"parse_constant": _reject_constant, "parse_float": _finite_float} if strict_numbers else {}
     try:
-        return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+        return json.loads(data, **hooks)
     except UnicodeDecodeError:
         raise bad_request("request body is not UTF-8") from None
     except json.JSONDecodeError as exc:

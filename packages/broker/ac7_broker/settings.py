@@ -12,10 +12,12 @@ class Settings:
     max_body: int = 1 * MIB
     max_activity_body: int = 16 * MIB
     # WebSockets: a ping every `ping_interval`; a peer that sends nothing (not even a pong) for `peer_timeout` is
-    # dropped. A socket whose unsent backlog exceeds `send_queue` frames is closed rather than left to grow.
+    # dropped. A socket whose unsent backlog exceeds `send_queue` frames or `send_queue_bytes` is closed rather
+    # than left to grow.
     ping_interval: float = 30.0
     peer_timeout: float = 60.0
     send_queue: int = 1024
+    send_queue_bytes: int = 16 * MIB
     busy_ttl: float = 30.0
     session_ttl_ms: int = 7 * 24 * 3600 * 1000
     # Login lockouts (DESIGN §4): failures within a fixed window anchored at the first failure.

@@ -33,8 +33,8 @@ class BrokerState:
         # cannot all pass the lockout check before any failure is counted.
         self.login_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
-        self.messages = Fanout(settings.send_queue)
-        self.activity_streams = Fanout(settings.send_queue)
+        self.messages = Fanout(settings.send_queue, settings.send_queue_bytes)
+        self.activity_streams = Fanout(settings.send_queue, settings.send_queue_bytes)
         self.presence = Presence(self.messages, settings.busy_ttl)
         self.slot_failures = FailureCounter(
             settings.login_slot_failures,
