@@ -12,8 +12,8 @@ Contract (DESIGN §6 "Uploader"):
   poison the batch around it. Events are not validated against the schema here; the broker does that.
 - **Retries.** Connection errors, timeouts, 408, 429, 5xx (and any other non-2xx that is not a 4xx) retry the same
   batch with exponential backoff and jitter, `backoff_initial` (200 ms) doubling to `backoff_max` (30 s), reset by a
-  success. A 429's `Retry-After` (seconds or an HTTP date) is honoured, capped at `backoff_max`. One WARNING when a
-  failure streak starts, one INFO when it ends; never one line per attempt.
+  success. The `Retry-After` of a 429 or 503 (seconds or an HTTP date) is honoured, capped at `backoff_max`. One
+  WARNING when a failure streak starts, one INFO when it ends; never one line per attempt.
 - **401** (token rejected): the batch is *kept* and retried with the same backoff (so it settles at one attempt per
   `backoff_max`, no spinning), and everything spools as usual. A rejected token is almost always a rotated one, which
   the user fixes by restarting the runner with the new token — and the spool is keyed by broker URL + agent, not by
@@ -25,17 +25,20 @@ Contract (DESIGN §6 "Uploader"):
   there, so order is kept across spill and unspill. The sender reads the spool back one batch at a time.
 - **Spool files** live in `spool_dir` (made 0700), named by a hash of broker URL + agent so two runners for different
   agents or brokers never mix: `<key>.jsonl` holds one compact JSON event per line (0600, append-only while running,
-  fsync'd at close); `<key>.state` (0600) holds the byte offset up to which the spool has been delivered (so a crash
-  re-sends at most the batch that was in flight) and carries an exclusive `flock` for the uploader's lifetime. A
-  second uploader for the same key in another process cannot take the lock and runs memory-only (it drops events
-  beyond its memory bound, with a WARNING). On open, a torn last line (a crash mid-write) is cut off, and lines
-  written by an earlier run are checked to be JSON objects as they are read back; bad ones are dropped and counted.
+  fsync'd at close); `<key>.state` (0600) holds the byte offset up to which the spool has been delivered and carries
+  an exclusive `flock` for the uploader's lifetime. If the runner crashes, what was in memory is lost (it never
+  reached the disk) but the spool survives, and the next run re-sends at most the one batch that was in flight from
+  it. A second uploader for the same key cannot take the lock and runs memory-only (it drops events beyond its
+  memory bound, with a WARNING). On open, a torn last line (a crash mid-write) is cut off, and lines written by an
+  earlier run are checked to be JSON objects as they are read back; bad ones are dropped and counted.
 - **`close(timeout)`** flushes memory and spool until the deadline (a backoff sleep is cut short once so a last
   attempt is made; a `Retry-After` is still honoured), then writes whatever is left — the batch in flight, memory and
   the unsent spool — to the spool file in order (rewritten via a 0600 temp file, fsync, rename) and logs a WARNING
   with the count. The next `start()` for the same broker URL + agent sends it before anything new. Events submitted
-  after `close()` are appended to the spool file directly. A POST cut off by the deadline may already have been
-  stored by the broker and is sent again next run: delivery is at-least-once in that corner, exactly-once otherwise.
+  after `close()` are appended to the spool file directly.
+- **Exactly once**, except when the answer to a POST is lost after the broker stored the batch (the broker killed
+  mid-request, or `close()`'s deadline cutting a request short): the API has no idempotency key, so that batch is
+  sent again. Nothing is lost other than by a 4xx, a crash of the runner itself, a full disk or a busy spool.
 """
 
 from __future__ import annotations
@@ -492,21 +495,21 @@ class ActivityUploader:
         self._wake.set()
         self._kick.set()
         task = self._task
-        if task is not None:
-            done, _ = await asyncio.wait({task}, timeout=max(0.0, timeout))
-            if not done:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                log.error("activity uploader: sender failed: %r", task.exception())
-        self._closed = True
         try:
-            self._persist()
-        finally:
-            self._spool.close()
-            if self._own_session and self._session is not None:
-                await self._session.close()
+            if task is not None:
+                await asyncio.wait({task}, timeout=max(0.0, timeout))
+        finally:  # also when close() itself is cancelled: nothing in memory may be left behind
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._closed = True
+            try:
+                self._persist()
+            finally:
+                self._spool.close()
+                if self._own_session and self._session is not None:
+                    await self._session.close()
 
     # --- queueing -----------------------------------------------------------------------------------------------
 
@@ -546,8 +549,11 @@ class ActivityUploader:
         try:
             self._spool.append(data)
         except OSError as exc:
-            log.warning("activity uploader: cannot append to the spool %s (%s)", self._spool.path, exc.strerror or exc)
+            if not self._drop_streak:
+                reason = exc.strerror or exc
+                log.warning("activity uploader: cannot append to the spool %s (%s)", self._spool.path, reason)
             return False
+        self._drop_streak = False
         self._spooled += 1
         return True
 
@@ -595,17 +601,19 @@ class ActivityUploader:
     # --- sending ------------------------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        errors = 0
         while True:
             try:
                 batch = await self._next_batch()
                 if batch is None:
                     return
                 await self._deliver(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("activity uploader: unexpected error; retrying")
-                await asyncio.sleep(self._backoff_initial)
+                errors = 0
+            except Exception:  # a bug: keep going (the batch stays in flight), but neither spin nor flood the log
+                if errors == 0:
+                    log.exception("activity uploader: unexpected error; retrying")
+                await asyncio.sleep(min(self._backoff_max, self._backoff_initial * 2 ** min(errors, 32)))
+                errors += 1
 
     def _unspill(self) -> bool:
         """Read spooled events back into memory, up to one batch's worth; False when there is nothing to do."""
@@ -737,13 +745,16 @@ class ActivityUploader:
                     self._recovered()
                     return _Outcome.SENT, None
                 sentence = await _error_sentence(response)
-                retry_after = _retry_after(response.headers.get("Retry-After")) if status == 429 else None
+                retry_after = _retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._streak(
                 "unreachable", "cannot reach the broker at %s (%s); events are kept and retried", self.url, exc
             )
             return _Outcome.RETRY, None
-        if False:
+        except Exception as exc:  # e.g. a session closed under us: retried like an outage, never a crash
+            self._streak("error", "cannot upload to %s (%r); events are kept and retried", self.url, exc)
+            return _Outcome.RETRY, None
+        if status == 401:
             self._streak(
                 "401",
                 "token rejected by the broker (401: %s): activity is kept (spooled to %s) and retried with backoff; "
