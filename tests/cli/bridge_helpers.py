@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ac7_broker.server import RunningBroker, start_broker
 from ac7_broker.settings import Settings
-from ac7_cli.runner.bridge_link import MAX_FRAME, BrokerCall, BrokerCallError
+from ac7_cli.runner.bridge_link import MAX_FRAME, BrokerCallError
 from ac7_core.config_file import create_config
 from ac7_core.tokens import mint_token
 
@@ -108,10 +108,6 @@ class Api:
                 message = payload.get("error") if isinstance(payload, dict) else None
                 raise BrokerCallError(r.status, str(message or r.reason))
             return payload
-
-
-def broker_call(api: Api) -> BrokerCall:
-    return api.call
 
 
 async def eventually[T](
@@ -297,7 +293,7 @@ async def bridge_process(env: dict[str, str]) -> AsyncIterator[BridgeProcess]:
         notes.put_nowait(params)
 
     params = StdioServerParameters(command=BRIDGE_ARGV[0], args=BRIDGE_ARGV[1:], env=env)
-    binding = NotificationBinding("notifications/claude/channel", ChannelParams, on_note)
+    binding = NotificationBinding(method="notifications/claude/channel", params_type=ChannelParams, handler=on_note)
     # The bridge's stderr goes to ours, so pytest shows its log lines when a test fails.
     async with (
         stdio_client(params, errlog=sys.stderr) as (read, write),

@@ -81,7 +81,9 @@ def test_name_constraints_accept_traced_names(name: str) -> None:
     _verify(SessionCA.generate(["anthropic.com", "localhost", "127.0.0.1"]), name)
 
 
-@pytest.mark.parametrize("name", ["evil.example", "anthropic.com.evil.example", "evil-anthropic.com", "10.0.0.1", "::1"])
+@pytest.mark.parametrize(
+    "name", ["evil.example", "anthropic.com.evil.example", "evil-anthropic.com", "10.0.0.1", "::1"]
+)
 def test_name_constraints_reject_untraced_names(name: str) -> None:
     ca = SessionCA.generate(["anthropic.com", "localhost", "127.0.0.1"])
     with pytest.raises(verification.VerificationError):
@@ -136,7 +138,9 @@ def test_public_cert_file_is_public_0600_in_0700_dir_and_deleted(tmp_path: Path)
     data = path.read_bytes()
     assert data == ca.cert_pem and b"PRIVATE" not in data
     assert x509.load_pem_x509_certificate(data) == ca.cert
-    bundle = ca.write_bundle("b.pem", [ca.cert_pem, b"junk\n-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"])
+    bundle = ca.write_bundle(
+        "b.pem", [ca.cert_pem, b"junk\n-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"]
+    )
     assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
     assert bundle.read_bytes().count(b"BEGIN CERTIFICATE") == 1 and b"PRIVATE" not in bundle.read_bytes()
     ca.cleanup()

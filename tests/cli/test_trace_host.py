@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import mitmproxy.net.tls
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
@@ -26,7 +27,6 @@ from tls_fixtures import (
     SSE_EVENTS,
     UpstreamPKI,
     client_context,
-    open_tunnel,
     run_h2_upstream,
     run_upstream,
     sse_frame,
@@ -35,11 +35,11 @@ from tls_fixtures import (
     wait_for,
 )
 
-import mitmproxy.net.tls
 from ac7_cli.runner import trace_host as trace_host_module
-from ac7_core.capture import CapturedExchange
 from ac7_cli.runner.trace_host import TraceHost, TraceHostError
+from ac7_core.capture import CapturedExchange
 
+CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=20)  # a regression (say, buffering) fails instead of hanging
 SSE_BODY = b"".join(sse_frame(e) for e in SSE_EVENTS)
 
 
@@ -103,7 +103,7 @@ async def test_sse_is_relayed_chunk_by_chunk_and_captured(pki: UpstreamPKI, trac
         ctx = client_context(th.ca_cert_path)
         body = json.dumps({"model": "claude-test", "stream": True, "messages": []}).encode()
         async with (
-            aiohttp.ClientSession() as s,
+            aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s,
             s.post(
                 f"https://localhost:{up.port}/v1/messages?beta=true",
                 data=body,
@@ -144,7 +144,7 @@ async def test_sse_is_relayed_chunk_by_chunk_and_captured(pki: UpstreamPKI, trac
 async def test_plain_json_response(pki: UpstreamPKI, trace_root: Path) -> None:
     async with run_upstream(pki) as up, trace_host(pki, trace_root) as (th, rec):
         async with (
-            aiohttp.ClientSession() as s,
+            aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s,
             s.get(f"https://localhost:{up.port}/json", proxy=th.proxy_url, ssl=client_context(th.ca_cert_path)) as r,
         ):
             assert await r.json() == {"ok": True, "n": 42}
@@ -157,9 +157,11 @@ async def test_request_body_cap(pki: UpstreamPKI, trace_root: Path) -> None:
     payload = os.urandom(300 * 1024)
     async with run_upstream(pki) as up, trace_host(pki, trace_root, request_cap=100 * 1024) as (th, rec):
         async with (
-            aiohttp.ClientSession() as s,
+            aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s,
             s.post(
-                f"https://localhost:{up.port}/upload", data=payload, proxy=th.proxy_url,
+                f"https://localhost:{up.port}/upload",
+                data=payload,
+                proxy=th.proxy_url,
                 ssl=client_context(th.ca_cert_path),
             ) as r,
         ):
@@ -173,8 +175,10 @@ async def test_response_cap_truncates_the_copy_not_the_stream(pki: UpstreamPKI, 
     n = 1024 * 1024
     async with run_upstream(pki) as up, trace_host(pki, trace_root, body_cap=64 * 1024) as (th, rec):
         async with (
-            aiohttp.ClientSession() as s,
-            s.get(f"https://localhost:{up.port}/big?n={n}", proxy=th.proxy_url, ssl=client_context(th.ca_cert_path)) as r,
+            aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s,
+            s.get(
+                f"https://localhost:{up.port}/big?n={n}", proxy=th.proxy_url, ssl=client_context(th.ca_cert_path)
+            ) as r,
         ):
             data = await r.read()
         assert len(data) == n
@@ -187,7 +191,7 @@ async def test_response_cap_truncates_the_copy_not_the_stream(pki: UpstreamPKI, 
 async def test_untrusted_upstream_certificate_is_a_502_and_an_error(pki: UpstreamPKI, trace_root: Path) -> None:
     async with run_upstream(pki) as up, trace_host(pki, trace_root, upstream_ca=None) as (th, rec):
         async with (
-            aiohttp.ClientSession() as s,
+            aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s,
             s.get(f"https://localhost:{up.port}/json", proxy=th.proxy_url, ssl=client_context(th.ca_cert_path)) as r,
         ):
             assert r.status == 502
@@ -202,7 +206,7 @@ async def test_ssl_cert_file_from_the_runner_env_is_trusted_upstream(pki: Upstre
     env = {"SSL_CERT_FILE": str(pki.ca_pem_path)}
     async with run_upstream(pki) as up, trace_host(pki, trace_root, upstream_ca=None, env=env) as (th, rec):
         async with (
-            aiohttp.ClientSession() as s,
+            aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s,
             s.get(f"https://localhost:{up.port}/json", proxy=th.proxy_url, ssl=client_context(th.ca_cert_path)) as r,
         ):
             assert r.status == 200
@@ -221,13 +225,19 @@ async def test_upstream_ca_without_certificates_fails_start(pki: UpstreamPKI, tr
 
 async def test_default_scope_traces_anthropic_hosts(pki: UpstreamPKI, trace_root: Path) -> None:
     """api.anthropic.com is traced with no extra hosts; the fake upstream answers for it via a connect override."""
-    async with run_upstream(pki, gate_sse=False) as up, trace_host(
-        pki, trace_root, hosts=[], connect_overrides={"api.anthropic.com": ("127.0.0.1", up.port)}
-    ) as (th, rec):
+    async with (
+        run_upstream(pki, gate_sse=False) as up,
+        trace_host(pki, trace_root, hosts=[], connect_overrides={"api.anthropic.com": ("127.0.0.1", up.port)}) as (
+            th,
+            rec,
+        ),
+    ):
         async with (
-            aiohttp.ClientSession() as s,
+            aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s,
             s.post(
-                "https://api.anthropic.com/v1/messages", json={}, proxy=th.proxy_url,
+                "https://api.anthropic.com/v1/messages",
+                json={},
+                proxy=th.proxy_url,
                 ssl=client_context(th.ca_cert_path),
             ) as r,
         ):
@@ -256,7 +266,7 @@ async def test_untraced_host_is_a_blind_tunnel(pki: UpstreamPKI, trace_root: Pat
 
 
 async def test_sni_differing_from_the_connect_host_is_refused(pki: UpstreamPKI, trace_root: Path) -> None:
-    async with run_upstream(pki) as up, trace_host(pki, trace_root) as (th, rec):
+    async with run_upstream(pki) as up, trace_host(pki, trace_root) as (th, _rec):
         ctx = client_context(th.ca_cert_path)
         ctx.check_hostname = False  # so only the proxy's refusal can fail these handshakes
         ctx.verify_mode = ssl.CERT_NONE
@@ -293,7 +303,7 @@ async def test_plain_http_proxy_requests(pki: UpstreamPKI, trace_root: Path) -> 
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        async with trace_host(pki, trace_root) as (th, rec), aiohttp.ClientSession() as s:
+        async with trace_host(pki, trace_root) as (th, rec), aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s:
             async with s.get(f"http://127.0.0.1:{port}/hello", proxy=th.proxy_url) as r:
                 assert await r.text() == "hello"
             await asyncio.sleep(0.05)
@@ -323,7 +333,7 @@ def _curl_has_http2() -> bool:
 async def test_http2_is_intercepted_and_streamed(pki: UpstreamPKI, trace_root: Path) -> None:
     async with run_h2_upstream(pki) as up, trace_host(pki, trace_root) as (th, rec):
         proc = await asyncio.create_subprocess_exec(
-            "curl", "-sS", "-N", "--http2", "-x", th.proxy_url, "--cacert", str(th.ca_cert_path),
+            "curl", "-sS", "--max-time", "20", "-N", "--http2", "-x", th.proxy_url, "--cacert", str(th.ca_cert_path),
             "-H", "content-type: application/json", "--data-binary", '{"stream":true}',
             "-w", "\\nHTTPVERSION=%{http_version}\\n",
             f"https://localhost:{up.port}/v1/messages",
@@ -353,7 +363,7 @@ async def test_h2_client_gets_http11_from_an_http11_upstream(pki: UpstreamPKI, t
     """Eager connections mirror the upstream's ALPN choice to the client: no protocol translation."""
     async with run_upstream(pki) as up, trace_host(pki, trace_root) as (th, rec):
         proc = await asyncio.create_subprocess_exec(
-            "curl", "-sS", "--http2", "-x", th.proxy_url, "--cacert", str(th.ca_cert_path),
+            "curl", "-sS", "--max-time", "20", "--http2", "-x", th.proxy_url, "--cacert", str(th.ca_cert_path),
             "-w", "\\nHTTPVERSION=%{http_version}\\n", f"https://localhost:{up.port}/json",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -428,7 +438,7 @@ async def test_a_failing_consumer_does_not_break_the_relay(pki: UpstreamPKI, tra
                        tmp_root=trace_root, env={})  # fmt: skip
         await th.start()
         try:
-            async with aiohttp.ClientSession() as s:
+            async with aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s:
                 for _ in range(2):
                     async with s.get(
                         f"https://localhost:{up.port}/json", proxy=th.proxy_url, ssl=client_context(th.ca_cert_path)
@@ -478,7 +488,7 @@ async def test_ca_private_key_never_touches_disk(
         await th.start()
         try:
             assert th.ca_cert_path.is_relative_to(root)
-            async with aiohttp.ClientSession() as s:
+            async with aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s:
                 for path in ("/v1/messages", "/json"):
                     async with s.request(
                         "POST" if path == "/v1/messages" else "GET",

@@ -670,7 +670,10 @@ def test_non_utf8_lone_surrogates_nan_and_deep_nesting_are_made_valid() -> None:
             {"role": "user", "content": "placeholder"},
             {
                 "role": "assistant",
-                "content": [{"type": "tool_use", "id": "t", "name": "n", "input": {"deep": deep, "inf": float("inf")}}],
+                "content": [
+                    {"type": "tool_use", "id": "t", "name": "n", "input": {"deep": deep, "inf": float("inf")}},
+                    {"type": "text", "text": "placeholder"},
+                ],
             },
         ],
     )
@@ -685,6 +688,7 @@ def test_non_utf8_lone_surrogates_nan_and_deep_nesting_are_made_valid() -> None:
     tool_input = request_entry["messages"][1]["content"][0]["input"]
     assert tool_input["inf"] is None
     assert "[nested deeper than 64 levels]" in json.dumps(tool_input)
+    assert request_entry["messages"][1]["content"][1]["text"] == "bad \ufffd surrogate \ufffd"  # in a text block
 
 
 def test_huge_claimed_request_with_a_truncated_copy_is_salvaged() -> None:
@@ -787,9 +791,11 @@ def test_timings_fall_back_and_stay_ordered() -> None:
     assert backwards["endedAt"] == STARTED_AT
 
 
-def test_long_paths_and_session_ids_are_capped() -> None:
-    ex = exchange(path="/v1/messages?" + "a=b&" * 1000, response=sse(*text_events()), extra_request_headers=[])
+def test_long_paths_session_ids_and_tool_names_are_capped() -> None:
+    request = claude_code_request(tools=[{"name": "t" * 300, "input_schema": {"type": "object"}}])
+    ex = exchange(path="/v1/messages?" + "a=b&" * 1000, request=request, response=sse(*text_events()))
     ex.request_headers = [(k, "s" * 1000 if k == "X-Claude-Code-Session-Id" else v) for k, v in ex.request_headers]
     entry = llm(ex)
     assert len(entry["path"]) <= 2048 and entry["path"].endswith("…[truncated]")
     assert entry["sessionId"] == "s" * 256
+    assert entry["request"]["tools"] == [{"name": "t" * 256, "description": "", "inputSchema": {"type": "object"}}]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -14,6 +16,7 @@ import click
 from ac7_core.errors import Ac7Error
 
 DEFAULT_URL = "http://127.0.0.1:8717"
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,512}")
 _TIMEOUT = 15.0
 
 
@@ -28,9 +31,16 @@ def broker_options[F: Callable[..., Any]](func: F) -> F:
 
 class BrokerClient:
     def __init__(self, url: str, token: str) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        try:
+            parsed = urllib.parse.urlsplit(url)
+            parsed.port  # noqa: B018 - urlsplit only checks the port when asked
+        except ValueError as exc:
+            raise Ac7Error(f"--url is not a valid URL ({exc}): {url!r}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise Ac7Error(f"--url must be an http(s) URL, got {url!r}")
+        # Printable ASCII only: anything else cannot be an ac7 token, and the error must not echo it.
+        if not _TOKEN_CHARS.fullmatch(token):
+            raise Ac7Error("--token (or AC7_TOKEN) holds characters no ac7 token has; check how it was copied")
         self.url = url.rstrip("/")
         self._token = token
 
@@ -48,10 +58,15 @@ class BrokerClient:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
             raise Ac7Error(f"broker answered {exc.code}: {_error_text(exc)}") from None
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             raise Ac7Error(f"cannot reach the broker at {self.url} ({reason}); is `ac7 serve` running?") from None
-        return json.loads(payload) if payload else None
+        if not payload:
+            return None
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise Ac7Error(f"{self.url} did not answer like an ac7 broker (the reply is not JSON)") from None
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:

@@ -20,6 +20,9 @@ class _Ac7Group(click.Group):
         except Ac7Error as exc:
             click.echo(f"ac7: {exc}", err=True)
             sys.exit(1)
+        except click.Abort:
+            click.echo("ac7: aborted", err=True)
+            sys.exit(1)
         except OSError as exc:
             click.echo(f"ac7: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
             sys.exit(1)

@@ -148,6 +148,7 @@ class Rule:
     lead: str = ""
     body: str = ""
     validate: Validator | None = None
+    back: int = 0  # characters before the match start that belong to the secret (the `s` of `sk_live_`)
 
 
 # --- boundaries ---------------------------------------------------------------------------------------------------
@@ -183,6 +184,10 @@ def _openai_key(text: str, start: int, ss: int, se: int) -> bool:
     if tail.isalnum() and not any(c.isdigit() for c in tail):
         return False
     return _not_placeholder(text, start, ss, se)
+
+
+def _slack(text: str, start: int, ss: int, se: int) -> bool:
+    return any(c.isdigit() for c in text[ss:se]) and _not_placeholder(text, start, ss, se)
 
 
 def _bearer(text: str, start: int, ss: int, se: int) -> bool:
@@ -308,9 +313,7 @@ def _json_key(text: str, start: int, ss: int, se: int) -> bool:
     quote = text.rfind('"', max(0, start - _KEY_WINDOW), start)
     if quote < 0:
         return False
-    key = text[quote + 1 : start]
-    if key.endswith("\\"):
-        key = key[:-1]
+    key = text[quote + 1 : start].rstrip("\\")
     if not key or any(c in key for c in '\\\n\r\x00"'):
         return False
     return is_secret_key(key) and _MARKER_RE.fullmatch(text, ss, se) is None
@@ -323,16 +326,33 @@ _LINE_PREFIX_RE: Final = re.compile(
     r"(?:^|[\r\n\x00]|\\[nr])[ \t]*(?:(?:export|ENV|env|set|setx|declare(?:[ \t]+-[A-Za-z]+)*|local|readonly|-)[ \t]+)?\Z"
 )
 _IDENT_RE: Final = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
-_DOTTED_RE: Final = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*(?:\.[A-Za-z_$][A-Za-z0-9_$]*)+")
+# An attribute path (`process.env.TOKEN`, `settings.SECRET_KEY`): a letters-only head, then identifiers.
+_DOTTED_RE: Final = re.compile(r"[A-Za-z_$]+(?:\.[A-Za-z_$][A-Za-z0-9_$]*)+")
+_AWS_INI_NAMES: Final = frozenset({"aws_secret_access_key", "aws_session_token"})  # ~/.aws/credentials
 _STOP_VALUES: Final = frozenset({"none", "null", "nil", "true", "false", "undefined", "empty", "changeme"})
 
 
 def _secret_assignment(text: str, start: int, ss: int, se: int) -> bool:
-    """`NAME=value`: the name must be a secret name and stand where assignments stand (see `_ASSIGN_DOC`)."""
+    """`NAME=value` (the match starts at `=`): NAME must be a secret name (`_is_secret_name`) and the assignment must
+    stand where assignments of values stand:
+
+    - a query string, fragment or form body (`?access_token=`, `&client_secret=`, `#access_token=`), or a CLI flag
+      (`--password=`); `code`, `sig` and `signature` count only here, with a value of 10+ characters;
+    - a quoted string literal anywhere (`password="x"` in a call, `const API_KEY = "x"`, `SECRET_KEY = 'x'`);
+    - a line start, optionally indented or after `export`/`ENV`/`set`/`declare`/`-` (.env files, shell, Dockerfile,
+      compose lists, `\\n`-escaped text); unquoted `name = value` with spaces is code there, so it counts only when
+      the value cannot be an identifier (or for the `aws_secret_access_key = ...` line of ~/.aws/credentials);
+    - mid-line without spaces for an UPPER_SNAKE name (`docker run -e DB_PASSWORD=x`, `env GITHUB_TOKEN=x cmd`) or
+      right after a quote (`curl -d "password=x&..."`);
+    - `.npmrc`'s `:_authToken=` / `:_password=`.
+
+    Values that are references or placeholders are left: `${X}`, `$(cmd)`, `{{x}}`, `%s`, `<token>`, `None`, `null`,
+    `true`, `***`, attribute paths (`process.env.TOKEN`).
+    """
     value = text[ss:se]
     if value.lower() in _STOP_VALUES or value.startswith(_TEMPLATE_STARTS) or set(value) <= _MASKS:
         return False
-    if _DOTTED_RE.fullmatch(value):  # process.env.TOKEN, settings.SECRET_KEY
+    if _DOTTED_RE.fullmatch(value) or _MARKER_RE.fullmatch(value):
         return False
     end = start
     spaced = end > 0 and text[end - 1] in " \t"
@@ -350,25 +370,26 @@ def _secret_assignment(text: str, start: int, ss: int, se: int) -> bool:
     if not name or not _is_secret_name(name):
         return False
     quoted = ss > 0 and text[ss - 1] in "\"'"
+    if spaced and not quoted and _IDENT_RE.fullmatch(value) and name.lower() not in _AWS_INI_NAMES:
+        return False  # `name = value` unquoted is code: an expression, not a literal
     ctx = text[begin - 1] if begin > 0 else "\n"
-    if ctx in "?&;#" or flag:  # query string, fragment, form body, --password=...
-        return not spaced
     if _is_secret_name_only_in_query(name):
-        return False
+        return ctx in "?&#" and not spaced and se - ss >= 10
+    if ctx in "?&;#" or flag:
+        return not spaced
+    if name in ("_authToken", "_password"):
+        return not spaced
+    if quoted:
+        return True
     # `^` matches only at the real start of `text`, `\Z` at `begin` (the search's endpos).
     if _LINE_PREFIX_RE.search(text, max(0, begin - 48), begin) is not None:
-        if spaced and not quoted:
-            # `name = value` unquoted is code (an expression) unless the value cannot be an identifier.
-            return name.lower() in ("aws_secret_access_key", "aws_session_token") or not _IDENT_RE.fullmatch(value)
         return True
     if spaced:
         return False
-    # Mid-line: `docker run -e TOKEN=x`, `env A=1 GITHUB_TOKEN=x cmd`, `curl -d "password=x"`.
     return bool(_UPPER_NAME_RE.fullmatch(name)) or ctx in "\"'"
 
 
 def _is_secret_name_only_in_query(name: str) -> bool:
-    # `code=`, `sig=`, `signature=` are secrets in URLs; elsewhere (`code=1`, a signature file) they are not.
     return _words(name)[-1] in ("code", "sig", "signature")
 
 
@@ -383,34 +404,48 @@ _PEM_BLOCK = (
     + r"(?:(?:[^\x00-]|-(?!----)){0,20000}+-----END"
     + _PEM_LABEL
     + r"|(?:(?:[ \t]*(?:\r?\n|\\+[rn]))*+[ \t]*"
-    + r"(?:[A-Za-z0-9+/=]{16,}+|[A-Za-z0-9+/=]++(?=[ \t]*(?:[\r\n\"'\x00\\]|\Z))"
+    + r"(?:[A-Za-z0-9+/=]{16,}+|[A-Za-z0-9+/=]++(?=[ \t]*(?:[\r\n\"'\x00\\]|\Z)|[^A-Za-z0-9+/= \t])"
     + r"|(?:Proc-Type|DEK-Info|Comment|Version|Hash|Charset):[^\r\n\\\x00]*+))*+)"
 )
 
 # Candidate filters, one fixed-width lookbehind per width: the last 3-4 letters of the words a secret key or name can
-# end with (case-insensitive), just before `":` / `\\":` (JSON text) or `=` / ` =` (assignments). The validator then
-# checks the whole key. A single suffix class per width keeps a `=`/`":` that is not a candidate at ~2 cheap checks.
-_JSON_KEY_LOOKBEHIND = "|".join(
-    f'(?<=(?i:{suffixes}){q}":)' for suffixes in ("key", "oken|cret|sswd|okie|word|fier") for q in ("", r"\\")
-)
-_JSON_VALUE = (
-    r"[ \t]*\\?\"(?P<secret>(?<=\\\")(?:[^\"\\\x00\r\n]|\\[^\"\x00\r\n])++(?=\\\")"
-    r"|(?<!\\\")(?:[^\"\\\x00\r\n]|\\[^\x00\r\n])++(?=\"))"
-)
-_ASSIGN_LOOKBEHIND = "|".join(
-    f"(?<=(?i:{suffixes}){sp}=)" for suffixes in ("key|sig|pwd", "pass|code|base|oken|cret|sswd|word|fier|ture") for sp in ("", " ")
-)
+# end with (case-insensitive), just before `":` (JSON text; also `\":`, `\\\":`, ... for JSON nested in JSON strings) or `=` / ` =` (assignments). The validator then checks the whole key. A single suffix class per
+# width keeps a `=` or `":` that is not a candidate at a few cheap comparisons.
+_DEPTHS = (0, 1, 3, 7)  # backslashes before a quote in JSON text nested 0, 1, 2, 3 levels deep in JSON strings
+_ESCAPES = tuple("\\\\" * k for k in _DEPTHS)
+# First the last character alone (one class test rejects most `":` and `=`), then the suffixes.
+_JSON_KEY_LOOKBEHIND = r'(?<=[yYnNtTdDeErR\\]":)(?:' + "|".join(
+    f'(?<=(?i:{suffixes}){q}":)' for suffixes in ("key", "oken|cret|sswd|okie|word|fier") for q in _ESCAPES
+) + ")"
+
+
+def _json_string_body(k: int) -> str:
+    """The body of a JSON string whose quotes are preceded by `k` backslashes (its nesting depth's escaping)."""
+    if k == 0:
+        return r'(?<=[: ]")(?:[^"\\\x00\r\n]|\\[^\x00\r\n])++(?=")'
+    # Deeper: a backslash run before a quote that is longer than `k` escapes an inner quote; any other run is an escape.
+    return rf'(?<=[: ]\\{{{k}}}")(?:[^"\\\x00\r\n]|\\++(?!")|\\{{{k + 1},}}+")++(?=\\{{{k}}}")'
+
+
+_JSON_VALUE = r"[ ]?\\{0,7}" + '"(?P<secret>' + "|".join(_json_string_body(k) for k in _DEPTHS) + ")"
+_ASSIGN_LOOKBEHIND = "(?<=[yYgGdDsSeEnNtTrR ]=)(?:" + "|".join(
+    f"(?<=(?i:{suffixes}){sp}=)"
+    for suffixes in ("key|sig|pwd", "pass|code|base|oken|cret|sswd|word|fier|ture")
+    for sp in ("", " ")
+) + ")"
 _ASSIGN_VALUE = (
-    r"[ \t]*(?:\\?[\"'])?(?P<secret>(?<=[\"'])[^\"'\\\r\n\x00]{4,}+(?=\\?[\"'])"
+    r"[ \t]*(?:\\*+[\"'])?(?P<secret>(?<=[\"'])[^\"'\\\r\n\x00]{4,}+(?=\\*+[\"'])"
     r"|(?<![\"'])[^\s\"'\\`$<>{}()\[\];,&|#\x00][^\s\"'\\`<>(){}\[\];,&|#\x00]{3,}+(?=[\s\"'\\;,&|#\x00]|\Z))"
 )
 
 
 def _rules() -> tuple[Rule, ...]:
-    spec: list[tuple[str, str, str, str, Validator | None]] = []
+    spec: list[tuple[str, str, str, str, Validator | None, int]] = []
 
-    def add(rule_id: str, lead: str, body: str, description: str, validate: Validator | None = None) -> None:
-        spec.append((rule_id, lead, body, description, validate))
+    def add(
+        rule_id: str, lead: str, body: str, description: str, validate: Validator | None = None, back: int = 0
+    ) -> None:
+        spec.append((rule_id, lead, body, description, validate, back))
 
     rnd = _not_placeholder
     add("private-key-pem", re.escape("-----BEGIN"), _PEM_BLOCK, "PEM private key block (RSA, EC, OpenSSH, PGP, ...)")
@@ -446,9 +481,9 @@ def _rules() -> tuple[Rule, ...]:
     add(
         "slack-token",
         _lead("x"),
-        r"(?:ox[abeoprs](?:\.xox[abeoprs])?|app)-(?=[A-Za-z0-9-]*[0-9])[A-Za-z0-9-]{10,}+",
+        r"(?:ox[abeoprs](?:\.xox[abeoprs])?|app)-[A-Za-z0-9-]{10,}+",
         "Slack token (xoxb/xoxp/xoxa/xoxe/xapp)",
-        rnd,
+        _slack,
     )
     add(
         "slack-webhook",
@@ -474,15 +509,10 @@ def _rules() -> tuple[Rule, ...]:
         r"(?:live|test|prod)_[A-Za-z0-9]{10,}+",
         "Stripe secret/restricted key",
         rnd,
+        back=1,
     )
     add("stripe-webhook-secret", _lead("whsec_"), r"[A-Za-z0-9+/]{24,}+={0,2}", "Stripe webhook signing secret", rnd)
     add("npm-token", _lead("npm_"), r"[A-Za-z0-9]{36}(?![A-Za-z0-9_-])", "npm access token", rnd)
-    add(
-        "npmrc-auth",
-        _lead("_auth"),
-        r"(?:Token)?[ \t]*=[ \t]*(?P<secret>[^\s\"'\\$<>{}\x00\[\]][^\s\"'\\\x00\[\]]{7,}+)",
-        ".npmrc _authToken / _auth value",
-    )
     add("pypi-token", _lead("pypi-"), rf"AgE[{_B64URL}]{{50,}}+", "PyPI API token", rnd)
     add("huggingface-token", _lead("hf_"), r"[A-Za-z0-9]{34,}+", "Hugging Face token", rnd)
     add("ac7-token", _lead("ac7_"), rf"[{_B64URL}]{{43}}(?![{_B64URL}])", "ac7 bearer token", rnd)
@@ -496,14 +526,14 @@ def _rules() -> tuple[Rule, ...]:
     add(
         "bearer-in-text",
         _lead("earer", "[Bb]earer"),
-        r"[ \t]+(?P<secret>[A-Za-z0-9._~+/-]{16,}+=*+)",
+        r"[ \t]++(?P<secret>[A-Za-z0-9._~+/-]{16,}+=*+)",
         "Bearer <token> in text",
         _bearer,
     )
     add(
         "basic-auth-in-text",
         _lead("asic", "[Bb]asic"),
-        r"[ \t]+(?P<secret>[A-Za-z0-9+/]{4,}+={0,2})(?![A-Za-z0-9+/=])",
+        r"[ \t]++(?P<secret>[A-Za-z0-9+/]{4,}+={0,2})(?![A-Za-z0-9+/=])",
         "Basic <base64 user:password> in text",
         _basic,
     )
@@ -515,7 +545,7 @@ def _rules() -> tuple[Rule, ...]:
         "NAME=value for a secret name (.env, shell, CLI flag, query string, form body)",
         _secret_assignment,
     )
-    rules = [Rule(i, re.compile(lead + body), d, lead, body, v) for i, lead, body, d, v in spec]
+    rules = [Rule(i, re.compile(lead + body), d, lead, body, v, back) for i, lead, body, d, v, back in spec]
     rules.append(
         Rule(
             HEADER_RULE,
@@ -560,18 +590,22 @@ class _Pass:
         self.groups = groups
 
     def apply(self, text: str, counts: Redactions) -> str:
-        groups = self.groups
-
-        def replace(m: re.Match[str]) -> str:
-            rule, secret = groups[m.lastgroup or ""]
-            start, end = m.span()
-            ss, se = m.span(secret) if secret else (start, end)
-            if rule.validate is not None and not rule.validate(text, start, ss, se):
-                return m.group()
+        parts: list[str] = []
+        last = 0
+        for m in self.regex.finditer(text):
+            rule, secret = self.groups[m.lastgroup or ""]
+            start = m.start()
+            ss, se = m.span(secret) if secret else (start - rule.back, m.end())
+            if ss < last or (rule.validate is not None and not rule.validate(text, start, ss, se)):
+                continue
             counts.add(rule.id)
-            return text[start:ss] + _MARKERS[rule.id] + text[se:end]
-
-        return self.regex.sub(replace, text)
+            parts.append(text[last:ss])
+            parts.append(_MARKERS[rule.id])
+            last = se
+        if not parts:
+            return text
+        parts.append(text[last:])
+        return "".join(parts)
 
 
 def _passes() -> tuple[_Pass, ...]:
@@ -621,7 +655,7 @@ def redact_json(value: Any, counts: Redactions) -> Any:
     if isinstance(value, str):
         return redact_text(value, counts)
     walker = _Walker(counts)
-    out = walker.copy(value, None)
+    out = walker.copy(value)
     walker.finish()
     return out
 
@@ -633,8 +667,9 @@ def _redact_key(key: str) -> tuple[str, tuple[tuple[str, int], ...]]:
 
 
 class _Walker:
-    """Copies a JSON value, masking secret keys' values and remembering where each string went; `finish` then
-    redacts, in place in the copy, only the strings in which some rule found a candidate."""
+    """Copies a JSON value (iteratively: nesting depth is not limited by Python's recursion limit), masking secret
+    keys' values and remembering where each string went; `finish` then redacts, in place in the copy, only the
+    strings in which some rule found a candidate."""
 
     __slots__ = ("counts", "slots", "strings")
 
@@ -643,27 +678,44 @@ class _Walker:
         self.strings: list[str] = []
         self.slots: list[tuple[Any, Any]] = []  # (container in the copy, index or key)
 
-    def copy(self, value: Any, parent_key: Any) -> Any:
-        if isinstance(value, dict):
-            return self._dict(value, parent_key == "properties")
-        if isinstance(value, (list, tuple)):
-            out: list[Any] = []
-            for item in value:
-                if isinstance(item, str):
-                    if len(item) >= _MIN_LEN:
-                        self.strings.append(item)
-                        self.slots.append((out, len(out)))
-                    out.append(item)
-                elif isinstance(item, (dict, list, tuple)):
-                    out.append(self.copy(item, None))
-                else:
-                    out.append(item)
-            return out
-        return value
+    def copy(self, value: Any) -> Any:
+        if not isinstance(value, (dict, list, tuple)):
+            return value
+        root: Any = {} if isinstance(value, dict) else []
+        # Work items: (source container, its copy, is a JSON Schema `properties` object).
+        stack: list[tuple[Any, Any, bool]] = [(value, root, False)]
+        while stack:
+            source, out, schema_properties = stack.pop()
+            if isinstance(out, dict):
+                self._dict(source, out, schema_properties, stack)
+            else:
+                self._list(source, out, stack)
+        return root
 
-    def _dict(self, value: dict[Any, Any], schema_properties: bool) -> dict[Any, Any]:
-        out: dict[Any, Any] = {}
-        for key, item in value.items():
+    def _value(self, item: Any, out: Any, slot: Any, parent_key: Any, stack: list[tuple[Any, Any, bool]]) -> None:
+        if isinstance(item, str):
+            if len(item) >= _MIN_LEN:
+                self.strings.append(item)
+                self.slots.append((out, slot))
+            out[slot] = item
+        elif isinstance(item, dict):
+            child: Any = {}
+            out[slot] = child
+            stack.append((item, child, parent_key == "properties"))
+        elif isinstance(item, (list, tuple)):
+            child = []
+            out[slot] = child
+            stack.append((item, child, False))
+        else:
+            out[slot] = item
+
+    def _list(self, source: Any, out: list[Any], stack: list[tuple[Any, Any, bool]]) -> None:
+        out.extend([None] * len(source))
+        for i, item in enumerate(source):
+            self._value(item, out, i, None, stack)
+
+    def _dict(self, source: dict[Any, Any], out: dict[Any, Any], schema_properties: bool, stack: Any) -> None:
+        for key, item in source.items():
             new_key = key
             secret = False
             if isinstance(key, str):
@@ -682,16 +734,8 @@ class _Walker:
             if secret and item is not None and not (isinstance(item, str) and _MARKER_RE.fullmatch(item)):
                 self.counts.add(JSON_KEY_RULE)
                 out[new_key] = _JSON_KEY_MARKER
-            elif isinstance(item, str):
-                if len(item) >= _MIN_LEN:
-                    self.strings.append(item)
-                    self.slots.append((out, new_key))
-                out[new_key] = item
-            elif isinstance(item, (dict, list, tuple)):
-                out[new_key] = self.copy(item, key)
             else:
-                out[new_key] = item
-        return out
+                self._value(item, out, new_key, key, stack)
 
     def finish(self) -> None:
         strings = self.strings

@@ -156,7 +156,8 @@ def build_event(ex: CapturedExchange, *, max_preview: int = MAX_PREVIEW) -> dict
 
 
 class _Shaper:
-    """Builds one event; every string goes through `text` (redact_text) or `free` (redact_json) on its way in."""
+    """Builds one event. Every string reaches the event through `text` (redact_text), `free` (redact_json) or one
+    `redact_shaped` pass (redact_json) over the shaped block and tool lists; `counts` tallies every rule that fired."""
 
     def __init__(self) -> None:
         self.counts = Redactions()
@@ -236,14 +237,28 @@ class _Shaper:
         for tool in raw_tools if isinstance(raw_tools, list) else []:
             if isinstance(tool, dict):
                 tools.append(self.tool(tool))
+        parts = self.redact_shaped({"system": system, "messages": messages, "tools": tools})
+        for tool in parts["tools"]:
+            tool["name"] = tool["name"][:256]
+        _cap_media(parts["system"])
+        for message in parts["messages"]:
+            _cap_media(message["content"])
         return {
             "model": self.text(model, 256) if isinstance(model, str) else "",
             "maxTokens": _int_or_none(req.get("max_tokens")),
             "temperature": _number_or_none(req.get("temperature")),
-            "system": system,
-            "messages": messages,
-            "tools": tools,
+            **parts,
         }
+
+    # Shaping (below, down to `unknown`) only cleans strings (lone surrogates) and free-form values (`_sanitize`);
+    # redaction then runs once over the shaped lists (`redact_shaped`), which costs a fraction of one `redact_text`
+    # call per string. The shapes' own keys (type, text, id, name, input, content, raw, …) are never secret-key names.
+
+    def redact_shaped(self, parts: dict[str, Any]) -> dict[str, Any]:
+        out = redact_json(parts, self.counts)
+        if not isinstance(out, dict) or out.keys() != parts.keys():  # never expected; the validator would object
+            raise TypeError("redact_json changed the shape of the entry")
+        return out
 
     def tool(self, tool: dict[str, Any]) -> dict[str, Any]:
         name = tool.get("name")
@@ -252,16 +267,16 @@ class _Shaper:
             name = kind if isinstance(kind, str) else ""
         description = tool.get("description")
         schema = tool.get("input_schema")
-        shaped = self.free(schema) if isinstance(schema, dict) else {}
+        shaped = _sanitize(schema, 1) if isinstance(schema, dict) else {}
         return {
-            "name": self.text(name, 256),
-            "description": self.text(description) if isinstance(description, str) else "",
+            "name": _clean(name),
+            "description": _clean(description) if isinstance(description, str) else "",
             "inputSchema": shaped if isinstance(shaped, dict) else {},
         }
 
     def content(self, value: Any, *, none_is_empty: bool) -> list[dict[str, Any]]:
         if isinstance(value, str):
-            return [{"type": "text", "text": self.text(value)}]
+            return [{"type": "text", "text": _clean(value)}]
         if isinstance(value, list):
             return [self.block(item, in_tool_result=False) for item in value]
         if value is None and none_is_empty:
@@ -273,25 +288,25 @@ class _Shaper:
             return self.unknown(raw)
         kind = raw.get("type")
         if kind == "text" and isinstance(raw.get("text"), str):
-            return {"type": "text", "text": self.text(raw["text"])}
+            return {"type": "text", "text": _clean(raw["text"])}
         if kind == "image":
             source = raw.get("source")
             media = source.get("media_type") if isinstance(source, dict) else None
-            return {"type": "image", "mediaType": self.text(media, 255) if isinstance(media, str) else ""}
+            return {"type": "image", "mediaType": _clean(media) if isinstance(media, str) else ""}
         if in_tool_result:
             return self.unknown(raw)
         if kind == "tool_use" and isinstance(raw.get("id"), str) and isinstance(raw.get("name"), str):
             return {
                 "type": "tool_use",
-                "id": self.text(raw["id"]),
-                "name": self.text(raw["name"]),
-                "input": self.free(raw.get("input")),
+                "id": _clean(raw["id"]),
+                "name": _clean(raw["name"]),
+                "input": _sanitize(raw.get("input"), 1),
             }
         if kind == "tool_result" and isinstance(raw.get("tool_use_id"), str):
             content = raw.get("content")
             shaped: str | list[dict[str, Any]]
             if isinstance(content, str):
-                shaped = self.text(content)
+                shaped = _clean(content)
             elif isinstance(content, list):
                 shaped = [self.block(item, in_tool_result=True) for item in content]
             elif content is None:
@@ -300,7 +315,7 @@ class _Shaper:
                 shaped = [self.unknown(content)]
             return {
                 "type": "tool_result",
-                "toolUseId": self.text(raw["tool_use_id"]),
+                "toolUseId": _clean(raw["tool_use_id"]),
                 "content": shaped,
                 "isError": raw.get("is_error") is True,
             }
@@ -309,11 +324,11 @@ class _Shaper:
             if not isinstance(text, str):
                 text = raw.get("text")
             if isinstance(text, str) or text is None:
-                return {"type": "thinking", "text": self.text(text or "")}
+                return {"type": "thinking", "text": _clean(text or "")}
         return self.unknown(raw)
 
     def unknown(self, raw: Any) -> dict[str, Any]:
-        return {"type": "unknown", "raw": self.free(raw)}
+        return {"type": "unknown", "raw": _sanitize(raw, 1)}
 
     def response(self, ex: CapturedExchange) -> tuple[dict[str, Any] | None, float | None]:
         status = ex.status
@@ -394,12 +409,14 @@ class _Shaper:
             value = msg.get(key)
             return self.text(value) if isinstance(value, str) else None
 
+        content = self.redact_shaped({"content": self.content(raw_content, none_is_empty=True)})["content"]
+        _cap_media(content)
         return {
             "id": opt_text("id"),
             "model": opt_text("model"),
             "stopReason": opt_text("stop_reason"),
             "stopSequence": opt_text("stop_sequence"),
-            "content": self.content(raw_content, none_is_empty=True),
+            "content": content,
             "usage": {
                 "inputTokens": _int_or_none(usage.get("input_tokens")),
                 "outputTokens": _int_or_none(usage.get("output_tokens")),
@@ -749,6 +766,16 @@ def _sanitize(value: Any, depth: int) -> Any:
                 out[name] = _sanitize(item, depth + 1)
         return out
     return _clean(str(value))
+
+
+def _cap_media(blocks: Any) -> None:
+    """Image media types stay within the validator's 255 characters (after redaction, which may lengthen them)."""
+    for block in blocks if isinstance(blocks, list) else []:
+        if isinstance(block, dict):
+            if block.get("type") == "image" and isinstance(block.get("mediaType"), str):
+                block["mediaType"] = block["mediaType"][:255]
+            elif block.get("type") == "tool_result":
+                _cap_media(block.get("content"))
 
 
 def _cut(text: str, limit: int, *, force_mark: bool = False) -> str:

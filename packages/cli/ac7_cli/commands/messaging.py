@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Any
 
 import click
 
@@ -32,9 +33,13 @@ def push(body: str, to: str | None, title: str | None, level: str, data_json: st
         except json.JSONDecodeError as exc:
             raise Ac7Error(f"--data is not valid JSON: {exc.msg}") from None
     payload = {"to": to, "title": title, "body": body, "level": level, "data": data}
-    result = BrokerClient(url, token).call("POST", "/push", {k: v for k, v in payload.items() if v is not None})
-    delivery = result["delivery"]
-    click.echo(f"sent {result['message']['id']} (live on {delivery['live']} socket(s))")
+    result = _expect(
+        BrokerClient(url, token).call("POST", "/push", {k: v for k, v in payload.items() if v is not None}),
+        "message",
+        url,
+    )
+    delivery = result.get("delivery") or {}
+    click.echo(f"sent {result['message'].get('id')} (live on {delivery.get('live', 0)} socket(s))")
 
 
 @click.command()
@@ -42,13 +47,19 @@ def push(body: str, to: str | None, title: str | None, level: str, data_json: st
 @broker_options
 def roster(as_json: bool, url: str, token: str) -> None:
     """Show the team with live presence."""
-    mates = BrokerClient(url, token).call("GET", "/roster")["teammates"]
+    mates = _expect(BrokerClient(url, token).call("GET", "/roster"), "teammates", url)["teammates"]
     if as_json:
         click.echo(json.dumps(mates, indent=2))
         return
     for m in mates:
         state = "busy" if m["busy"] else ("online" if m["connected"] else "offline")
         click.echo(f"{m['name']:<20} {m['role']:<14} {m['authority']:<24} {state}")
+
+
+def _expect(reply: Any, key: str, url: str) -> dict[str, Any]:
+    if not isinstance(reply, dict) or key not in reply:
+        raise Ac7Error(f"{url} did not answer like an ac7 broker (no {key!r} in the reply)")
+    return reply
 
 
 def _when(ts: int) -> str:
@@ -63,7 +74,11 @@ def _when(ts: int) -> str:
 @broker_options
 def history(with_slot: str | None, limit: int, before: str | None, as_json: bool, url: str, token: str) -> None:
     """Show messages you can see (broadcasts and your own DMs), oldest of the page first."""
-    page = BrokerClient(url, token).call("GET", "/history", query={"with": with_slot, "limit": limit, "before": before})
+    page = _expect(
+        BrokerClient(url, token).call("GET", "/history", query={"with": with_slot, "limit": limit, "before": before}),
+        "messages",
+        url,
+    )
     if as_json:
         click.echo(json.dumps(page, indent=2))
         return

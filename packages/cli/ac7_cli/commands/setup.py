@@ -121,6 +121,8 @@ def setup(
     """
     if config_path.exists():
         raise Ac7Error(f"{config_path}: a config already exists; refusing to overwrite it")
+    if not config_path.resolve().parent.is_dir():
+        raise Ac7Error(f"{config_path.parent}: no such directory; create it first")
     wizard = _interactive() and not non_interactive
     team = _ask(team_name, "Team name", None, wizard, "--team")
     directive_text = _ask(directive, "Team directive (one line)", "", wizard, "--directive")

@@ -107,7 +107,7 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
 
 def is_for_agent(message: Any, agent: str) -> bool:
     """Whether a broker Message should reach `agent`'s model: addressed to it or a broadcast, and not its own."""
-    if not isinstance(message, dict):
+    if not isinstance(message, Mapping):
         return False
     sender, to = message.get("from"), message.get("to")
     return isinstance(sender, str) and sender != agent and (to is None or to == agent)

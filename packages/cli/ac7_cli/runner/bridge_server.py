@@ -38,6 +38,7 @@ import mcp_types as types
 from mcp.server.connection import Connection
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
 from mcp.server.runner import serve_connection
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
@@ -69,11 +70,14 @@ CHANNEL_METHOD = "notifications/claude/channel"
 TOOL_NAMES = ("roster", "send", "broadcast", "recent")
 
 _ONLY_UNDER_RUNNER = (
-    "`ac7 mcp-bridge` works only when `ac7 claude-code` starts it (Claude Code launched through "
-    "`ac7 claude-code`, which passes AC7_RUNNER_SOCKET and AC7_RUNNER_KEY)"
+    "`ac7 mcp-bridge` only works when started by `ac7 claude-code`, which sets AC7_RUNNER_SOCKET and AC7_RUNNER_KEY; "
+    "ask the user to start Claude Code through `ac7 claude-code`"
 )
-MISSING_ENV = f"the ac7 team tools are unavailable: {_ONLY_UNDER_RUNNER}; they are not set here"
-KEY_REFUSED = f"the ac7 runner refused this bridge's key, so the team tools are unavailable: {_ONLY_UNDER_RUNNER}"
+MISSING_ENV = f"the ac7 team tools are unavailable because those variables are not set here: {_ONLY_UNDER_RUNNER}"
+KEY_REFUSED = (
+    f"the ac7 runner refused this bridge (AC7_RUNNER_KEY does not match), so the team tools are unavailable: "
+    f"{_ONLY_UNDER_RUNNER}"
+)
 RUNNER_GONE = "the ac7 runner that started this session is no longer running, so the team tools are unavailable"
 RUNNER_SHUT_DOWN = "the ac7 runner has shut down (the session is ending), so the team tools are unavailable"
 NOT_CONNECTED = "not connected to the ac7 runner right now (reconnecting); try again in a moment"
@@ -445,15 +449,17 @@ async def _handshake_era_only(ctx: ServerRequestContext[Any, Any], call_next: Ca
 
 
 class Bridge:
-    def __init__(self, client_factory: Callable[[Callable[[dict[str, Any]], None]], RunnerClient]) -> None:
-        self.client = client_factory(self._on_runner_message)
+    """The MCP server: tools answered through the runner, team messages forwarded as channel notifications."""
+
+    def __init__(self, socket_path: str | None, key: str | None, **client_options: Any) -> None:
+        self.client = RunnerClient(socket_path, key, self._on_runner_message, **client_options)
         self._notifications: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.server: Server[Any] = Server(
             SERVER_NAME, version=__version__, on_list_tools=self._list_tools, on_call_tool=self._call_tool
         )
         self.server.middleware.insert(0, _handshake_era_only)
 
-    def initialization_options(self) -> Any:
+    def initialization_options(self) -> InitializationOptions:
         return self.server.create_initialization_options(NotificationOptions(), {CHANNEL_CAPABILITY: {}})
 
     async def serve(
@@ -519,9 +525,7 @@ class Bridge:
 
 async def run_bridge(env: Mapping[str, str], **client_options: Any) -> None:
     """Serve MCP on this process's stdin/stdout until stdin closes."""
-    bridge = Bridge(
-        lambda on_message: RunnerClient(env.get(ENV_SOCKET), env.get(ENV_KEY), on_message, **client_options)
-    )
+    bridge = Bridge(env.get(ENV_SOCKET), env.get(ENV_KEY), **client_options)
     async with stdio_server() as (read_stream, write_stream):
         await bridge.serve(read_stream, write_stream)
 

@@ -33,6 +33,7 @@ OnMessage = Callable[[dict[str, Any]], Any]
 
 _CONNECT_TIMEOUT = 15.0
 _POST_TIMEOUT = 10.0
+_CLOSE_TIMEOUT = 2.0  # a dead broker must not hold up the runner's teardown
 
 
 class Backoff:
@@ -111,6 +112,7 @@ class PresenceHolder:
                         params={"name": self.agent},
                         autoping=True,
                         heartbeat=self._heartbeat,
+                        timeout=aiohttp.ClientWSTimeout(ws_close=_CLOSE_TIMEOUT),
                     ) as ws:
                         opened_at = time.monotonic()
                         self._state = "online"
@@ -181,7 +183,11 @@ class BusyReporter:
             return
         self._inflight = max(0, n)
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="busy-reporter")
+            try:
+                self._task = asyncio.get_running_loop().create_task(self._run(), name="busy-reporter")
+            except RuntimeError:
+                log.debug("busy reporter: set_inflight called outside the event loop; ignored")
+                return
         self._wake.set()
 
     async def close(self) -> None:

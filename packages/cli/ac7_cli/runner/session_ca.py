@@ -209,7 +209,7 @@ class SessionCA:
         if self.cert_path is not None:
             return self.cert_path
         directory = Path(tempfile.mkdtemp(prefix=f"{CA_DIR_PREFIX}{os.getpid()}-", dir=tmp_root))
-        os.chmod(directory, 0o700)
+        directory.chmod(0o700)
         path = directory / CA_CERT_FILENAME
         _write_new_file(path, self.cert_pem)
         self.directory, self.cert_path = directory, path

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 from mitmproxy import http
 
-from ac7_core.capture import CapturedExchange
 from ac7_cli.runner.trace_layers import Tunnels
 from ac7_cli.runner.trace_scope import TraceScope, normalize_host
+from ac7_core.capture import CapturedExchange
 
 log = logging.getLogger("ac7.runner.trace")
 
@@ -74,7 +74,7 @@ class _Capture:
 
 
 def _headers(headers: http.Headers) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in headers.items(multi=True)]
+    return [(k, v) for k, v in headers.items(multi=True)]  # type: ignore[no-untyped-call]  # untyped in mitmproxy
 
 
 class TraceAddon:
@@ -203,7 +203,7 @@ class TraceAddon:
         ex.response_headers = _headers(resp.headers)
         sent = flow.request.timestamp_end or resp.timestamp_start
         ex.first_byte_ms = max(0.0, (resp.timestamp_start - sent) * 1000.0)
-        pass
+        resp.stream = cap.tee_response
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow, None)

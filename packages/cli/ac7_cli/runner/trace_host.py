@@ -177,6 +177,10 @@ class TraceHost:
         quiet_mitmproxy_logs()
         _active = self
         try:
+            try:
+                SessionCA.clean_stale(self.tmp_root)  # directories of runners that were kill -9'd
+            except OSError:
+                log.debug("trace host: stale CA dir cleanup failed", exc_info=True)
             ca = self.ca = SessionCA.generate(self.scope.hosts, name_constraints=self.name_constraints)
             ca.write_public_cert(self.tmp_root)
             bundle = ca.write_bundle(UPSTREAM_BUNDLE, upstream_trust_sources(self._env, self.upstream_ca))
@@ -197,7 +201,7 @@ class TraceHost:
             # Master.__init__ hooks the *root* logger so every record in this process schedules a deprecated
             # `add_log` event on the loop; nothing here uses it.
             m._legacy_log_events.uninstall()
-            ps = self._proxyserver = mitm_proxyserver.Proxyserver()
+            ps = self._proxyserver = mitm_proxyserver.Proxyserver()  # type: ignore[no-untyped-call]
             self._trace.bind(loop)
             addons: list[object] = [
                 mitm_core.Core(),
@@ -208,12 +212,12 @@ class TraceHost:
             ]
             if self._overrides:
                 addons.insert(2, _ConnectOverrides(self._overrides))
-            m.addons.add(*addons)
+            m.addons.add(*addons)  # type: ignore[no-untyped-call]
             # Addon-declared options exist only now. Eager: the upstream is dialled at CONNECT (an unreachable
             # host fails the CONNECT with 502) and, for a traced tunnel, the upstream TLS handshake runs with the
             # client's SNI and ALPN offer before the client's handshake completes, so the client is offered
             # exactly the protocol (h2 or HTTP/1.1) the upstream chose: no translation, accurate ALPN.
-            opts.update(connection_strategy="eager")
+            opts.update(connection_strategy="eager")  # type: ignore[no-untyped-call]
             ok = await ps.setup_servers()
             addrs = ps.listen_addrs()
             if not ok or not addrs:
@@ -275,7 +279,8 @@ class TraceHost:
             if io is not None and io.handler is not None:
                 io.handler.cancel("ac7 trace host stopping")
         deadline = time.monotonic() + STOP_GRACE_S
-        while ps.connections and time.monotonic() < deadline:
+        # mitmproxy signals nothing when a connection unregisters, so poll (briefly) for it.
+        while ps.connections and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
         if ps.connections:
             # A handler that had no task yet (still in its client_connected hook): close its transports directly.

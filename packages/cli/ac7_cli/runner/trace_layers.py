@@ -131,7 +131,7 @@ class ScopedNextLayer(next_layer.NextLayer):
                 if refusal is not None:
                     return RefuseConnection(context, refusal)
                 tunnel.tls_ok = True
-        return super()._next_layer(context, data_client, data_server)  # type: ignore[no-any-return]
+        return super()._next_layer(context, data_client, data_server)
 
     @staticmethod
     def _check_client_hello(tunnel: Tunnel, data_client: bytes) -> str | None:

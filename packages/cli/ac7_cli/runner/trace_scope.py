@@ -37,10 +37,7 @@ def normalize_host(value: str) -> str:
     canonical text form. Raises ValueError for anything that is not a single concrete host (wildcards, empty).
     """
     text = value.strip()
-    if "://" in text:
-        text = urlsplit(text).hostname or ""
-    else:
-        text = _strip_port(text)
+    text = (urlsplit(text).hostname or "") if "://" in text else _strip_port(text)
     text = text.rstrip(".").lower()
     if not text:
         raise ValueError(f"not a host: {value!r}")

@@ -51,7 +51,7 @@ class SessionTlsConfig(tlsconfig.TlsConfig):
         )
 
     def configure(self, updated: set[str]) -> None:
-        super().configure(set(updated) - _CONFDIR_OPTIONS)
+        super().configure(set(updated) - _CONFDIR_OPTIONS)  # type: ignore[no-untyped-call]  # untyped in mitmproxy
 
     def running(self) -> None:
         # The stock hook calls configure("confdir") unconditionally, which would build a store on disk.
