@@ -16,8 +16,9 @@ PYTHON ?= $(shell for c in python3.13 python3.12 \
   "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo "$$p"; break; }; done)
 
 CLAUDE_STAMP := tools/node_modules/.installed
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: help venv tools run test check lint fmt typecheck pytest bench clean
+.PHONY: help venv tools browser run test check lint fmt typecheck pytest bench clean
 
 help:
 	@echo "make run    - set up .venv and start the broker on ./ac7.json (created with a demo team if absent)"
@@ -42,11 +43,18 @@ $(CLAUDE_STAMP): tools/package.json tools/package-lock.json
 
 tools: $(CLAUDE_STAMP)
 
+# Headless Chromium for the web UI tests, from Debian (Playwright's own browser download cannot work here).
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "make: install chromium yourself, or set CHROMIUM=/path/to/chromium"; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+browser: $(CHROMIUM)
+
 run: $(STAMP)
 	$(BIN)/ac7 serve --demo --config $(CONFIG)
 
-test: $(STAMP) $(CLAUDE_STAMP)
-	$(BIN)/pytest -q
+test: $(STAMP) $(CLAUDE_STAMP) $(CHROMIUM)
+	AC7_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -1,11 +1,11 @@
 """Secret-redaction throughput (`ac7_core.redaction`) on realistic Claude Code payloads; mostly no secrets.
 
-Payload: one `POST /v1/messages` request body as Claude Code sends it late in a session (~3 MB of compact JSON): a
+Payload: one `POST /v1/messages` request body as Claude Code sends it late in a session (~1.7 MB of compact JSON): a
 long system prompt (this repo's own docs), 16 tool definitions with JSON schemas, and ~70 turns whose tool results
 are real source files from this repo (with `cat -n` line numbers), pytest / npm / server logs, JSON API output
-(`gh api`-like, with SHAs, UUIDs, `msg_`/`toolu_` ids), `git log`, and one base64 PNG in an image block; a dozen
-fake secrets are sprinkled in (so the replacement path runs too). Deterministic for a given seed. MB = 10^6 bytes of
-the compact UTF-8 JSON encoding of what was redacted.
+(`gh api`-like, with SHAs, UUIDs, `msg_`/`toolu_` ids), `git log`, and one base64 PNG in an image block. A dozen
+fake secrets are planted in tool results, so the replacement path runs too and the report can check that none
+survives. Deterministic for a given seed. MB = 10^6 bytes of the compact UTF-8 JSON encoding of what was redacted.
 
 Measured, best of REPEATS runs each (single thread, after a warm-up run so per-key caches are as in a long session):
 - `redact_json(request)`: the whole parsed request at once.
@@ -30,21 +30,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import log, report, emit
+from _common import emit, log, report
 from ac7_core.redaction import Redactions, redact_json, redact_text
 
 SEED = 7
 TURNS = 70
-REPEATS = 5
+REPEATS = 15
 TARGET_MB_S = 50.0
 ROOT = Path(__file__).resolve().parent.parent
 
-_WORDS = (
+_WORDS_TEXT = (
     "the of to and a in is it that for on with as this be are at by from or function return import class error "
     "test file path value config module package request response token message agent broker build deploy retry "
     "timeout queue socket handler server client cache index query commit branch review change line fixture naïve "
     "café — résumé 日本語 task-skip desk-ant"
-).split()
+)
+_WORDS = _WORDS_TEXT.split()
+_TOOL_NAMES = (
+    "Task Bash Glob Grep LS ExitPlanMode Read Edit MultiEdit Write NotebookEdit WebFetch TodoWrite WebSearch "
+    "BashOutput mcp__ac7__send"
+)
 
 
 def _sources() -> list[str]:
@@ -54,7 +59,9 @@ def _sources() -> list[str]:
 
 def _docs() -> str:
     parts = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))]
-    parts += [(ROOT / name).read_text(encoding="utf-8") for name in ("README.md", "SECURITY.md") if (ROOT / name).exists()]
+    parts += [
+        (ROOT / name).read_text(encoding="utf-8") for name in ("README.md", "SECURITY.md") if (ROOT / name).exists()
+    ]
     return "\n\n".join(parts)
 
 
@@ -81,14 +88,18 @@ def _log(rng: random.Random, lines: int) -> str:
         kind = rng.random()
         ts = f"2026-03-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00.{i % 1000:03d}Z"
         if kind < 0.3:
-            out.append(f"{ts} INFO  http GET /api/v1/items?page={i}&limit=50 200 {rng.randint(1, 90)}ms req={_uuid(rng)}")
+            out.append(
+                f"{ts} INFO  http GET /api/v1/items?page={i}&limit=50 200 {rng.randint(1, 90)}ms req={_uuid(rng)}"
+            )
         elif kind < 0.5:
             mod = rng.choice(("store", "fanout", "auth", "push"))
             out.append(f"tests/{mod}/test_{rng.choice(_WORDS)}.py::test_case_{i} PASSED [{i % 100:>3}%]")
         elif kind < 0.65:
             out.append(f"npm WARN deprecated {rng.choice(_WORDS)}-utils@{rng.randint(1, 9)}.0.{i}: use @scope/pkg")
         elif kind < 0.8:
-            out.append(f"commit {_hex(rng, 40)}\nAuthor: Dev <dev@example.com>\n    fix: {' '.join(rng.choices(_WORDS, k=6))}")
+            out.append(
+                f"commit {_hex(rng, 40)}\nAuthor: Dev <dev@example.com>\n    fix: {' '.join(rng.choices(_WORDS, k=6))}"
+            )
         else:
             out.append(f'{ts} ERROR Traceback: File "/srv/app/{rng.choice(_WORDS)}.py", line {i}, in handler')
     return "\n".join(out)
@@ -119,24 +130,31 @@ def _png_b64(rng: random.Random, size: int) -> str:
     return base64.b64encode(b"\x89PNG\r\n\x1a\n" + zlib.compress(raw, 0)).decode("ascii")
 
 
-def _secrets(rng: random.Random) -> list[str]:
-    """Obviously fake, format-valid secrets."""
-    return [
-        f"export ANTHROPIC_API_KEY=sk-ant-api03-{_b62(rng, 93)}AA",
-        f"token: ghp_{_b62(rng, 36)}",
-        f'{{"access_token": "{_b62(rng, 40)}", "refresh_token": "sk-ant-ort01-{_b62(rng, 80)}"}}',
-        f"AWS_ACCESS_KEY_ID=AKIA{''.join(rng.choices('ABCDEFGHIJKLMNOPQRSTUVWXYZ234567', k=16))}",
-        f"DATABASE_URL=postgres://app:{_b62(rng, 20)}@db.internal:5432/app",
-        f"Authorization: Bearer {_b62(rng, 48)}",
-        f"-----BEGIN OPENSSH PRIVATE KEY-----\n{_b62(rng, 70)}\n{_b62(rng, 70)}\n-----END OPENSSH PRIVATE KEY-----",
-        f"curl -H 'x-api-key: sk-proj-{_b62(rng, 60)}'",
-        f"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.{_b62(rng, 43)}",
-        f"AC7_TOKEN=ac7_{_b62(rng, 43)}",
+def _secrets(rng: random.Random) -> list[tuple[str, str]]:
+    """(line, secret) pairs; obviously fake, format-valid secrets, built at run time."""
+    pem_body = f"{_b62(rng, 70)}\n{_b62(rng, 70)}"
+    pairs = [
+        ("export ANTHROPIC_API_KEY={}", "sk-ant-" + "api03-" + _b62(rng, 93) + "AA"),
+        ("token: {}", "ghp_" + _b62(rng, 36)),
+        ('{{"access_token": "{}", "token_type": "Bearer"}}', "FAKE" + _b62(rng, 40)),
+        ("AWS_ACCESS_KEY_ID={}", "AKIA" + "".join(rng.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", k=16))),
+        ("DATABASE_URL=postgres://app:{}@db.internal:5432/app", "FAKE" + _b62(rng, 20)),
+        ("Authorization: Bearer {}", _b62(rng, 48)),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----", pem_body),
+        ("curl -H 'x-api-key: {}'", "sk-" + "proj-" + _b62(rng, 60)),
+        ("{}", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0." + _b62(rng, 43)),
+        ("AC7_TOKEN={}", "ac7_" + _b62(rng, 43)),
+        ('{{"refresh_token": "{}"}}', "sk-ant-" + "ort01-" + _b62(rng, 80)),
     ]
+    return [(line.format(secret), secret) for line, secret in pairs]
+
+
+PLANTED: list[str] = []
 
 
 def build_request(seed: int = SEED, turns: int = TURNS) -> dict[str, Any]:
     rng = random.Random(seed)
+    PLANTED.clear()
     docs = _docs()
     sources = _sources()
     secrets = _secrets(rng)
@@ -144,7 +162,7 @@ def build_request(seed: int = SEED, turns: int = TURNS) -> dict[str, Any]:
         {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."},
         {"type": "text", "text": docs[:60_000], "cache_control": {"type": "ephemeral"}},
     ]
-    paragraphs = [p for p in docs.split("\n\n") if len(p) > 200]
+    paragraphs = [p for p in docs.split("\n\n") if len(p) > 200] or [" ".join(rng.choices(_WORDS, k=80))]
     tools = [
         {
             "name": name,
@@ -162,10 +180,7 @@ def build_request(seed: int = SEED, turns: int = TURNS) -> dict[str, Any]:
                 "$schema": "http://json-schema.org/draft-07/schema#",
             },
         }
-        for name in (
-            "Task Bash Glob Grep LS ExitPlanMode Read Edit MultiEdit Write NotebookEdit WebFetch TodoWrite "
-            "WebSearch BashOutput mcp__ac7__send"
-        ).split()
+        for name in _TOOL_NAMES.split()
     ]
     messages: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "text", "text": "Fix the failing tests."}]}]
     for turn in range(turns):
@@ -173,7 +188,7 @@ def build_request(seed: int = SEED, turns: int = TURNS) -> dict[str, Any]:
         kind = turn % 5
         if kind in (0, 1):
             source = sources[turn % len(sources)]
-            call = {"file_path": f"/work/main/packages/core/ac7_core/file_{turn}.py"}
+            call: dict[str, Any] = {"file_path": f"/work/main/packages/core/ac7_core/file_{turn}.py"}
             result: Any = _numbered(source)
         elif kind == 2:
             call = {"command": "pytest -q 2>&1 | tail -200", "description": "Run the tests"}
@@ -184,11 +199,18 @@ def build_request(seed: int = SEED, turns: int = TURNS) -> dict[str, Any]:
         else:
             call = {"command": "git log -n 50 && npm install", "description": "History"}
             result = _log(rng, 200)
-        if turn % 7 == 3:
-            result = result + "\n" + secrets[(turn // 7) % len(secrets)] + "\n"
+        if turn % 6 == 3:
+            line, secret = secrets[(turn // 6) % len(secrets)]
+            PLANTED.append(secret)
+            result = result + "\n" + line + "\n"
         content: list[dict[str, Any]] = [{"type": "text", "text": result}]
         if turn == 20:
-            content.append({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": _png_b64(rng, 150_000)}})
+            content.append(
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": _png_b64(rng, 150_000)},
+                }
+            )
         messages.append(
             {
                 "role": "assistant",
@@ -200,10 +222,20 @@ def build_request(seed: int = SEED, turns: int = TURNS) -> dict[str, Any]:
             }
         )
         messages.append(
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_id, "content": content, "is_error": False}]}
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": tool_id, "content": content, "is_error": False}],
+            }
         )
-    return {"model": "claude-opus-4-1", "max_tokens": 32000, "system": system, "tools": tools, "messages": messages,
-            "metadata": {"user_id": f"user_{_hex(rng, 64)}_account_{_uuid(rng)}_session_{_uuid(rng)}"}, "stream": True}
+    return {
+        "model": "claude-opus-4-1",
+        "max_tokens": 32000,
+        "system": system,
+        "tools": tools,
+        "messages": messages,
+        "metadata": {"user_id": f"user_{_hex(rng, 64)}_account_{_uuid(rng)}_session_{_uuid(rng)}"},
+        "stream": True,
+    }
 
 
 def per_block(request: dict[str, Any], counts: Redactions) -> None:
@@ -231,14 +263,17 @@ def per_block(request: dict[str, Any], counts: Redactions) -> None:
                         redact_text(inner["text"], counts)
 
 
-def best(fn: Callable[[], object], repeats: int = REPEATS) -> float:
+def best(fn: Callable[[], object], repeats: int = REPEATS) -> tuple[float, float]:
+    """(best wall seconds, best CPU seconds of this thread). CPU time is what the work costs; wall time also holds
+    whatever the other processes on a shared machine took from us."""
     fn()  # warm-up
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.thread_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        cpu.append(time.thread_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return min(wall), min(cpu)
 
 
 def main() -> dict[str, Any]:
@@ -248,47 +283,48 @@ def main() -> dict[str, Any]:
     log(f"payload: {mb:.2f} MB, {len(request['messages'])} messages")
 
     counts = Redactions()
-    redacted = redact_json(request, counts)
+    leftover = json.dumps(redact_json(request, counts), ensure_ascii=False)
     text_counts = Redactions()
     redact_text(body, text_counts)
 
     absent = re.compile("zq_never_present_qz")
-    t_json = best(lambda: redact_json(request, Redactions()))
-    t_blocks = best(lambda: per_block(request, Redactions()))
-    t_text = best(lambda: redact_text(body, Redactions()))
-    t_dumps = best(lambda: json.dumps(request, ensure_ascii=False, separators=(",", ":")))
-    t_search = best(lambda: absent.search(body))
-    t_replace = best(lambda: body.replace("zq_never_present_qz", "x"))
+    timings = {
+        "redact_json": best(lambda: redact_json(request, Redactions())),
+        "per_block": best(lambda: per_block(request, Redactions())),
+        "redact_text_on_body": best(lambda: redact_text(body, Redactions())),
+        "json_dumps": best(lambda: json.dumps(request, ensure_ascii=False, separators=(",", ":"))),
+        "one_regex_search_pass": best(lambda: absent.search(body)),
+        "str_replace": best(lambda: body.replace("zq_never_present_qz", "x")),
+    }
 
     def rate(seconds: float) -> float:
         return round(mb / seconds, 1)
 
-    value = rate(t_json)
+    wall = {f"{name}_mb_per_s": rate(w) for name, (w, _) in timings.items()}
+    cpu = {f"{name}_mb_per_s": rate(c) for name, (_, c) in timings.items()}
+    value = cpu["redact_json_mb_per_s"]
     return report(
         "redaction_throughput",
-        metric="redact_json_mb_per_s",
+        metric="redact_json_mb_per_s_cpu",
         value=value,
         unit="MB/s",
         target=TARGET_MB_S,
         higher_is_better=True,
-        baseline={
-            "json_dumps_mb_per_s": rate(t_dumps),
-            "one_regex_search_pass_mb_per_s": rate(t_search),
-            "str_replace_mb_per_s": rate(t_replace),
-        },
+        baseline={k: cpu[k] for k in ("json_dumps_mb_per_s", "one_regex_search_pass_mb_per_s", "str_replace_mb_per_s")},
         results={
-            "redact_json_mb_per_s": value,
-            "per_block_mb_per_s": rate(t_blocks),
-            "redact_text_on_body_mb_per_s": rate(t_text),
-            "redact_json_ms": round(t_json * 1e3, 2),
+            "cpu_time": cpu,
+            "wall_time": wall,
+            "redact_json_ms_cpu": round(timings["redact_json"][1] * 1e3, 2),
             "redactions_json": counts.as_dict(),
             "redactions_text": text_counts.as_dict(),
-            "secrets_left_in_json_output": sum(
-                s in json.dumps(redacted) for s in ("sk-ant-api03-", "ghp_", "AKIA", "sk-ant-ort01-", "ac7_")
-            ),
+            "secrets_planted": len(PLANTED),
+            "planted_secrets_left_in_json_output": sum(json.dumps(secret)[1:-1] in leftover for secret in PLANTED),
         },
         params={"seed": SEED, "turns": TURNS, "repeats": REPEATS, "payload_mb": round(mb, 3)},
-        notes=["single thread; best of REPEATS after one warm-up; MB = 10^6 bytes of compact UTF-8 JSON"],
+        notes=[
+            "single thread; best of REPEATS after one warm-up; MB = 10^6 bytes of compact UTF-8 JSON",
+            "value = CPU time of this thread (time.thread_time), robust on a shared machine; wall_time alongside",
+        ],
     )
 
 

@@ -188,6 +188,34 @@ async def test_response_cap_truncates_the_copy_not_the_stream(pki: UpstreamPKI, 
         assert ex.response_body == data[: 64 * 1024]
 
 
+async def test_stream_cut_by_the_upstream_is_a_partial_exchange(pki: UpstreamPKI, trace_root: Path) -> None:
+    async with run_upstream(pki) as up, trace_host(pki, trace_root) as (th, rec):
+        async with aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with s.get(
+                    f"https://localhost:{up.port}/cut", proxy=th.proxy_url, ssl=client_context(th.ca_cert_path)
+                ) as r:
+                    assert r.status == 200
+                    await r.read()
+        ex = await rec.next()
+        assert ex.status == 200 and ex.error
+        assert ex.response_body == sse_frame(SSE_EVENTS[0])
+        await wait_for(lambda: rec.inflight[-1:] == [0])
+
+
+async def test_client_gone_mid_stream_is_a_partial_exchange(pki: UpstreamPKI, trace_root: Path) -> None:
+    async with run_upstream(pki) as up, trace_host(pki, trace_root) as (th, rec):
+        reader, writer = await tls_through_tunnel(th.port or 0, "localhost", up.port, client_context(th.ca_cert_path))
+        writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}")
+        await until(reader.readuntil(b"message_start"))
+        writer.transport.abort()  # the agent was interrupted
+        ex = await rec.next()
+        assert ex.status == 200 and ex.error
+        assert ex.response_body.startswith(b"event: message_start")
+        up.release.set()
+        await wait_for(lambda: rec.inflight[-1:] == [0])
+
+
 async def test_untrusted_upstream_certificate_is_a_502_and_an_error(pki: UpstreamPKI, trace_root: Path) -> None:
     async with run_upstream(pki) as up, trace_host(pki, trace_root, upstream_ca=None) as (th, rec):
         async with (
@@ -412,8 +440,10 @@ async def test_stop_closes_listener_and_live_tunnels(pki: UpstreamPKI, trace_roo
         assert failed.path == "/slow" and failed.error and failed.status == 200
         assert failed.response_body.startswith(b"tick")
         assert rec.inflight[-1] == 0 and th.inflight == 0
-        assert not th.ca_cert_path.parent.exists() if th.ca and th.ca.cert_path else True
         assert list(trace_root.iterdir()) == []  # the CA directory is gone
+        assert th.ca is not None
+        with pytest.raises(RuntimeError, match="discarded"):
+            th.ca.leaf("localhost")  # nothing can mint once stopped
         for w in (idle_w, busy_w):
             w.close()
         await th.stop()  # idempotent
@@ -453,9 +483,9 @@ async def test_a_failing_consumer_does_not_break_the_relay(pki: UpstreamPKI, tra
 
 def _key_needles(th: TraceHost) -> list[bytes]:
     assert th.ca is not None
-    keys = [th.ca._key, th.ca._leaf_key]
     needles = [b"PRIVATE KEY"]
-    for key in keys:
+    for key in (th.ca._key, th.ca._leaf_key):
+        assert key is not None
         needles.append(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                          serialization.NoEncryption()))  # fmt: skip
         needles.append(key.private_numbers().private_value.to_bytes(32, "big"))

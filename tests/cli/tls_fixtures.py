@@ -163,6 +163,7 @@ class FakeUpstream:
         app.router.add_get("/big", self.big)
         app.router.add_post("/upload", self.upload)
         app.router.add_get("/slow", self.slow)
+        app.router.add_get("/cut", self.cut)
         return app
 
     async def _record(self, request: web.Request) -> bytes:
@@ -206,6 +207,17 @@ class FakeUpstream:
     async def upload(self, request: web.Request) -> web.Response:
         body = await self._record(request)
         return web.json_response({"received": len(body)})
+
+    async def cut(self, request: web.Request) -> web.StreamResponse:
+        """One SSE event, then the connection drops mid-stream (chunked framing never finished)."""
+        await self._record(request)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(sse_frame(SSE_EVENTS[0]))
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.abort()
+        return resp
 
     async def slow(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)

@@ -216,7 +216,10 @@ def _cases() -> dict[str, Case]:
         ["sk-ant-ort01-short", "task-ant-ort01-" + rand(B64URL, 95)],
     )
     c["openai-project-key"] = Case(
-        [_pos("OPENAI_API_KEY={s}", openai_project_key()), _pos("client = OpenAI(api_key='{s}')", openai_project_key())],
+        [
+            _pos("OPENAI_API_KEY={s}", openai_project_key()),
+            _pos("client = OpenAI(api_key='{s}')", openai_project_key()),
+        ],
         ["sk-proj-short", "risk-proj-" + rand(B64URL, 80)],
     )
     c["openrouter-key"] = Case(
@@ -294,11 +297,17 @@ def _cases() -> dict[str, Case]:
         ["ABSKQmVkcm9ja0FQSUtleS short", "ABSK" + rand(B64, 100)],
     )
     c["google-api-key"] = Case(
-        [_pos("https://maps.googleapis.com/x?key={s}&q=1", google_api_key()), _pos("GOOGLE_API_KEY: {s}", google_api_key())],
+        [
+            _pos("https://maps.googleapis.com/x?key={s}&q=1", google_api_key()),
+            _pos("GOOGLE_API_KEY: {s}", google_api_key()),
+        ],
         ["AIza" + rand(B64URL, 34), "AIza" + rand(B64URL, 36), "xAIza" + rand(B64URL, 35)],
     )
     c["google-oauth-access"] = Case(
-        [_pos("$ gcloud auth print-access-token\n{s}\n", google_oauth_access()), _pos("token={s}.", google_oauth_access())],
+        [
+            _pos("$ gcloud auth print-access-token\n{s}\n", google_oauth_access()),
+            _pos("token={s}.", google_oauth_access()),
+        ],
         ["ya29.short", "xya29." + rand(B64URL, 60)],
     )
     c["google-oauth-client-secret"] = Case(
@@ -314,8 +323,10 @@ def _cases() -> dict[str, Case]:
         [stripe("pk_live"), "disk_live_" + rand(ALNUM, 24), "sk_live_short"],
     )
     c["stripe-webhook-secret"] = Case(
-        [_pos("Ready! Your webhook signing secret is {s} (^C to quit)", stripe_webhook_secret())]
-        + [_pos("secret: {s}", stripe_webhook_secret())],
+        [
+            _pos("Ready! Your webhook signing secret is {s} (^C to quit)", stripe_webhook_secret()),
+            _pos("secret: {s}", stripe_webhook_secret()),
+        ],
         ["whsec_short", "xwhsec_" + rand(B64, 32)],
     )
     c["npm-token"] = Case(
@@ -430,17 +441,17 @@ NOT_SECRETS: list[str] = [
     "def redact(token: str, password: str | None = None) -> str:\n    secret = compute(token)\n    return secret",
     "    api_key: str = Field(..., description='the API key')\n    password: SecretStr",
     "export PATH=/usr/local/bin:$PATH\nexport NODE_ENV=production\nexport GITHUB_TOKEN=$(gh auth token)",
-    "version 1.2.3-beta.4+build.5, eyJ is base64 for {\", v1.eyJ.x",
+    'version 1.2.3-beta.4+build.5, eyJ is base64 for {", v1.eyJ.x',
     "Ошибка: файл не найден — 日本語のテキスト — emoji 🎉🔑 — naïve café",
     "data:image/png;base64," + png_base64(3000),
 ]
 
 # Unicode that must survive byte-for-byte.
 UNICODE_TEXTS: list[str] = [
-    "日本語のテキストと絵文字 🎉🔑👩‍💻 and combining e\u0301 and RTL \u05e9\u05dc\u05d5\u05dd",
-    "naïve café — résumé “quotes” ‘single’ … ellipsis\u00a0nbsp\u200bzwsp",
+    "日本語のテキストと絵文字 🎉🔑👩\u200d💻 and combining e\u0301 and RTL \u05e9\u05dc\u05d5\u05dd",
+    "naïve café — résumé \u201cquotes\u201d \u2018single\u2019 … ellipsis\u00a0nbsp\u200bzwsp",
     "lone surrogate \ud800 survives, so does \x00 NUL and \u2028 line separator",
-    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 math letters, ＦＵＬＬＷＩＤＴＨ, 한국어, العربية, हिन्दी",
+    "\U0001d518\U0001d52b\U0001d526 math letters, \uff26\uff35\uff2c\uff2c fullwidth, 한국어, العربية, हिन्दी",
 ]
 
 

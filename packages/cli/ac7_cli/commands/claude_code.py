@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import sys
@@ -12,6 +13,18 @@ import click
 
 from ac7_cli.broker_client import DEFAULT_URL
 from ac7_core.errors import Ac7Error
+
+
+def _check_trace_host(host: str) -> None:
+    """A traced domain covers its subdomains, so a bare top-level name would decrypt half the internet."""
+    name = host.strip().lower().rstrip(".")
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        if name != "localhost" and "." not in name:
+            raise Ac7Error(
+                f"--trace-host {host!r} would decrypt every site under it; name a host or a domain like example.com"
+            ) from None
 
 
 @click.command("claude-code", context_settings={"ignore_unknown_options": False})
@@ -80,6 +93,8 @@ def claude_code(
             raise Ac7Error("preflight failed: fix the above, or pass --skip-doctor to bypass")
     if not token:
         raise Ac7Error("no token: pass --token or set AC7_TOKEN")
+    for host in trace_hosts:
+        _check_trace_host(host)
     claude = find_claude(os.environ)
     if claude is None:
         raise Ac7Error("claude not found: install @anthropic-ai/claude-code or set CLAUDE_PATH")

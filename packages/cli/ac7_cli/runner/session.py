@@ -215,7 +215,7 @@ async def _run(opts: RunnerOptions, api: BrokerApi, briefing: dict[str, Any], te
         await trace_host.start()
 
     key = secrets.token_urlsafe(32)
-    link = RunnerLink(sdir, key, agent, api.call)
+    link = RunnerLink(sdir, key, agent, api.call, briefing=briefing)
     teardown.add(_LINK, "close bridge link", link.close)
     socket_path = await link.start()
     presence = PresenceHolder(opts.url, opts.token, agent, on_message=link.publish)

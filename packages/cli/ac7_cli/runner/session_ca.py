@@ -86,7 +86,7 @@ class SessionCA:
         name_constrained: bool,
     ) -> None:
         self.cert = cert
-        self._key = key
+        self._key: ec.EllipticCurvePrivateKey | None = key
         self.traced_hosts = traced_hosts
         self.name_constrained = name_constrained
         self.cert_pem: bytes = cert.public_bytes(serialization.Encoding.PEM)
@@ -95,7 +95,7 @@ class SessionCA:
         self._ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
         # One key for every leaf, distinct from the CA key (leaves are all equally trusted, so per-host keys buy
         # nothing); generated once so a new host costs a signature, not a key generation.
-        self._leaf_key = ec.generate_private_key(ec.SECP256R1())
+        self._leaf_key: ec.EllipticCurvePrivateKey | None = ec.generate_private_key(ec.SECP256R1())
         self._leaves: dict[str, tuple[x509.Certificate, ec.EllipticCurvePrivateKey]] = {}
 
     @classmethod
@@ -163,6 +163,9 @@ class SessionCA:
         cached = self._leaves.get(host)
         if cached is not None:
             return cached
+        ca_key, leaf_key = self._key, self._leaf_key
+        if ca_key is None or leaf_key is None:
+            raise RuntimeError("this session CA's keys were discarded")
         subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ac7 trace")]
         if parse_ip(host) is None:
             # No CN for an IP leaf: OpenSSL checks a CN against DNS name constraints when there is no DNS SAN.
@@ -171,7 +174,7 @@ class SessionCA:
             x509.CertificateBuilder()
             .subject_name(x509.Name(subject))
             .issuer_name(self.cert.subject)
-            .public_key(self._leaf_key.public_key())
+            .public_key(leaf_key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(self.cert.not_valid_before_utc)
             .not_valid_after(self.cert.not_valid_after_utc)
@@ -192,14 +195,14 @@ class SessionCA:
             )
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.SubjectAlternativeName([_general_name(host)]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._leaf_key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(self._ski), critical=False)
-            .sign(self._key, hashes.SHA256())
+            .sign(ca_key, hashes.SHA256())
         )
         if len(self._leaves) >= LEAF_CACHE_SIZE:
             self._leaves.pop(next(iter(self._leaves)))
-        self._leaves[host] = (cert, self._leaf_key)
-        return cert, self._leaf_key
+        self._leaves[host] = (cert, leaf_key)
+        return cert, leaf_key
 
     # --- the public certificate on disk -------------------------------------------------------------------------
 
@@ -230,6 +233,12 @@ class SessionCA:
         path = self.directory / filename
         _write_new_file(path, b"\n".join(blocks) + b"\n")
         return path
+
+    def discard_keys(self) -> None:
+        """Drop the private keys (at teardown): from here on this CA can mint nothing. `leaf()` raises."""
+        self._key = None
+        self._leaf_key = None
+        self._leaves.clear()
 
     def cleanup(self) -> None:
         """Delete the directory holding the public certificate (and any bundle). Safe to call twice."""

@@ -120,34 +120,31 @@ class TraceAddon:
     def _inflight_changed(self) -> None:
         self._later(functools.partial(self.on_inflight, len(self._open)))
 
-    def _finish(self, flow: http.HTTPFlow, error: str | None) -> None:
-        cap = self._open.pop(flow.id, None)
-        if cap is None:
-            return
+    def _deliver(self, cap: _Capture, error: str | None, ended_at: float | None) -> None:
         ex = cap.ex
         if cap.request_parts:
             ex.request_body = b"".join(cap.request_parts)
             cap.request_parts.clear()
-        if error is not None:
+        if error is not None and ex.error is None:
             ex.error = error
-        end = flow.response.timestamp_end if flow.response is not None else None
-        ex.ended_at_ms = int((end or time.time()) * 1000)
+        ex.ended_at_ms = int((ended_at or time.time()) * 1000)
         self._later(functools.partial(self.on_exchange, ex))
+
+    def _finish(self, flow: http.HTTPFlow, error: str | None) -> None:
+        cap = self._open.pop(flow.id, None)
+        if cap is None:
+            return
+        self._deliver(cap, error, flow.response.timestamp_end if flow.response is not None else None)
         self._inflight_changed()
 
     def abandon_all(self, reason: str) -> None:
-        """Report every open exchange as failed (the proxy is stopping)."""
-        for cap in list(self._open.values()):
-            cap.ex.error = cap.ex.error or reason
-        flows = list(self._open)
-        for flow_id in flows:
-            cap = self._open.pop(flow_id)
-            if cap.request_parts:
-                cap.ex.request_body = b"".join(cap.request_parts)
-            cap.ex.ended_at_ms = int(time.time() * 1000)
-            self._later(functools.partial(self.on_exchange, cap.ex))
-        if flows:
-            self._inflight_changed()
+        """Report every still-open exchange as failed (the proxy is stopping)."""
+        if not self._open:
+            return
+        for cap in self._open.values():
+            self._deliver(cap, reason, None)
+        self._open.clear()
+        self._inflight_changed()
 
     @property
     def inflight(self) -> int:

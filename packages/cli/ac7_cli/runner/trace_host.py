@@ -117,7 +117,7 @@ class TraceHost:
         if body_cap < 0 or request_cap < 0:
             raise ValueError("capture caps must be >= 0")
         self.scope = TraceScope(traced_hosts)
-        self.upstream_ca = upstream_ca
+        self.upstream_ca = Path(upstream_ca) if upstream_ca is not None else None
         self.name_constraints = name_constraints
         self.tmp_root = tmp_root
         self._env = dict(os.environ if env is None else env)
@@ -268,6 +268,7 @@ class TraceHost:
         finally:
             if self.ca is not None:
                 self.ca.cleanup()
+                self.ca.discard_keys()  # mitmproxy's module globals keep the addons (and this CA) alive
             if _active is self:
                 _active = None
 
