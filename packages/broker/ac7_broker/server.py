@@ -16,6 +16,7 @@ from ac7_broker.app import create_app
 from ac7_broker.settings import Settings
 from ac7_broker.state import STATE_KEY, BrokerState
 from ac7_broker.store import Store
+from ac7_broker.web_push import ensure_vapid_keys
 from ac7_core.config_file import load_config
 from ac7_core.config_schema import TeamConfig
 from ac7_core.errors import Ac7Error
@@ -55,7 +56,10 @@ class RunningBroker:
         try:
             await self._runner.cleanup()
         finally:
-            await self._store.close()
+            try:
+                await self.state.web_push.close()
+            finally:
+                await self._store.close()
 
 
 async def start_broker(config_path: Path, host: str, port: int, settings: Settings | None = None) -> RunningBroker:
@@ -78,6 +82,10 @@ async def start_broker(config_path: Path, host: str, port: int, settings: Settin
             await site.start()
         except OSError as exc:
             raise Ac7Error(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        # VAPID keys on first boot (DESIGN §3). After the bind, so a start that cannot listen prints only its
+        # error; the running state picks the rewritten config up before anyone is told the URL.
+        if await asyncio.to_thread(ensure_vapid_keys, loaded) is not loaded:
+            await runner.app[STATE_KEY].reload_if_changed()
     except BaseException:
         await runner.cleanup()
         await store.close()

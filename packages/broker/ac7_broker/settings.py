@@ -30,4 +30,7 @@ class Settings:
     history_rate: float = 20.0
     history_burst: float = 40.0
     config_poll_interval: float = 0.25
+    # Web Push: admit http:// endpoints on 127.0.0.1/localhost and skip the public-address checks. For tests that
+    # run a fake push service on loopback; never set in production (endpoints are client-supplied URLs).
+    push_allow_insecure_endpoints: bool = False
     shutdown_grace: float = 2.0

@@ -15,6 +15,7 @@ from ac7_broker.presence import Presence
 from ac7_broker.rate_limit import TokenBucket
 from ac7_broker.settings import Settings
 from ac7_broker.store import Store
+from ac7_broker.web_push import WebPushNotifier
 from ac7_core.config_file import ConfigWatcher, LoadedConfig, file_signature, load_config, update_config
 from ac7_core.config_schema import Slot, TeamConfig
 from ac7_core.errors import Ac7Error
@@ -47,6 +48,11 @@ class BrokerState:
             settings.login_ip_failures, settings.login_window, settings.login_tracked_keys
         )
         self.history_limiter = TokenBucket(settings.history_rate, settings.history_burst)
+        self.web_push = WebPushNotifier(
+            store.push,
+            lambda: self.config.web_push,
+            allow_insecure_endpoints=settings.push_allow_insecure_endpoints,
+        )
         self._watcher = ConfigWatcher(loaded.path, loaded.signature)
         self._loaded = loaded
         self._hashes: dict[str, str] = {}
@@ -82,6 +88,8 @@ class BrokerState:
 
     async def _end_sessions(self, name: str, *, reset_totp: bool) -> None:
         await self.store.sessions.delete_for_slot(name)
+        # Browsers subscribed under the old credentials (or a removed slot) stop getting its notifications.
+        await self.store.push.delete_for_slot(name)
         if reset_totp:
             await self.store.totp.reset(name)
         prefix = f"session:{name}/"

@@ -73,6 +73,7 @@ async def push(request: web.Request) -> web.Response:
     frame = json.dumps(wire)
     recipients = [s.name for s in state.config.slots] if to is None else sorted({to, caller.name})
     live = state.messages.deliver(recipients, frame)
+    state.web_push.notify(message, recipients, lambda name: state.messages.count(name) > 0)
     return json_response({"message": wire, "delivery": {"live": live, "targets": len(recipients)}}, status=201)
 
 

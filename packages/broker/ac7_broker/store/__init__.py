@@ -5,6 +5,7 @@ from .clock import Clock, wall_clock_ms
 from .cursor import Cursor
 from .ids import new_message_id
 from .messages import Message, MessageStore
+from .push_subscriptions import PushSubscription, PushSubscriptionStore
 from .schema import SchemaTooNewError
 from .sessions import SessionStore
 from .store import ACTIVITY_DB_NAME, MAIN_DB_NAME, Store
@@ -20,6 +21,8 @@ __all__ = [
     "Cursor",
     "Message",
     "MessageStore",
+    "PushSubscription",
+    "PushSubscriptionStore",
     "SchemaTooNewError",
     "SessionStore",
     "Store",

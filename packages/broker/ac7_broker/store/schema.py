@@ -49,6 +49,21 @@ MAIN_MIGRATIONS: Sequence[Migration] = (
             last_step INTEGER NOT NULL
         )""",
     ),
+    (
+        # Web Push: one row per browser endpoint (unique), owned by the slot that registered it last.
+        """CREATE TABLE IF NOT EXISTS push_subscriptions (
+            id              TEXT PRIMARY KEY,
+            slot            TEXT NOT NULL,
+            endpoint        TEXT NOT NULL UNIQUE,
+            p256dh          TEXT NOT NULL,
+            auth            TEXT NOT NULL,
+            created_at      INTEGER NOT NULL,
+            last_success_at INTEGER NULL,
+            last_error      TEXT NULL,
+            failures        INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX IF NOT EXISTS push_subscriptions_slot ON push_subscriptions (slot, created_at, id)",
+    ),
 )
 
 ACTIVITY_MIGRATIONS: Sequence[Migration] = (

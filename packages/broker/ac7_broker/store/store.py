@@ -8,6 +8,7 @@ from types import TracebackType
 from .activity import ActivityStore
 from .clock import Clock, wall_clock_ms
 from .messages import MessageStore
+from .push_subscriptions import PushSubscriptionStore
 from .schema import ACTIVITY_MIGRATIONS, MAIN_MIGRATIONS
 from .sessions import SessionStore
 from .totp_state import TotpState
@@ -20,8 +21,8 @@ ACTIVITY_DB_NAME = "ac7-activity.db"
 
 
 class Store:
-    """The broker's persistent state: ``messages``, ``sessions`` and ``totp`` in ``ac7.db``, ``activity`` in
-    ``ac7-activity.db``.
+    """The broker's persistent state: ``messages``, ``sessions``, ``totp`` and ``push`` (Web Push subscriptions) in
+    ``ac7.db``, ``activity`` in ``ac7-activity.db``.
 
     Create with ``await Store.open(directory)``; finish with ``await store.close()`` (or ``async with``).
     """
@@ -32,6 +33,7 @@ class Store:
         self.messages = MessageStore(main, clock)
         self.sessions = SessionStore(main, clock)
         self.totp = TotpState(main)
+        self.push = PushSubscriptionStore(main, clock)
         self.activity = ActivityStore(activity, clock)
 
     @classmethod
