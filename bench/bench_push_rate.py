@@ -1,6 +1,6 @@
 """Sustained POST /push rate: broadcasts, each stored in SQLite before its 201, with 10 live subscribers.
 
-SENDERS concurrent senders (one slot each, one keep-alive aiohttp session) loop POST /push with a ~240-character
+SENDERS concurrent senders (one slot each, one keep-alive aiohttp session) loop POST /push with a ~200-character
 broadcast for PHASE_S seconds; the rate is accepted (201) pushes per second of wall time, with per-request latency
 percentiles. Every push is persisted (the handler appends to ac7.db before answering); the row count is checked at
 the end.
