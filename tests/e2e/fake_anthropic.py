@@ -46,7 +46,9 @@ def _stream(msg_id: str, blocks: list[dict[str, Any]], stop_reason: str) -> list
     ]
     for index, block in enumerate(blocks):
         if block["type"] == "text":
-            events.append({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+            events.append(
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+            )
             for word in block["text"].split(" "):
                 piece = word if word == block["text"].split(" ")[0] else " " + word
                 events.append(
