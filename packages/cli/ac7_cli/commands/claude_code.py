@@ -15,15 +15,20 @@ from ac7_cli.broker_client import DEFAULT_URL
 from ac7_core.errors import Ac7Error
 
 
-def _check_trace_host(host: str) -> None:
+def _check_trace_host(host: str, what: str = "--trace-host") -> None:
     """A traced domain covers its subdomains, so a bare top-level name would decrypt half the internet."""
-    name = host.strip().lower().rstrip(".")
+    from ac7_cli.runner.trace_scope import normalize_host
+
+    try:
+        name = normalize_host(host)
+    except ValueError as exc:
+        raise Ac7Error(f"{what} {host!r} is not a host name or address ({exc})") from None
     try:
         ipaddress.ip_address(name.strip("[]"))
     except ValueError:
         if name != "localhost" and "." not in name:
             raise Ac7Error(
-                f"--trace-host {host!r} would decrypt every site under it; name a host or a domain like example.com"
+                f"{what} {host!r} would decrypt every site under it; name a host or a domain like example.com"
             ) from None
 
 
@@ -95,6 +100,11 @@ def claude_code(
         raise Ac7Error("no token: pass --token or set AC7_TOKEN")
     for host in trace_hosts:
         _check_trace_host(host)
+    base_url = os.environ.get("ANTHROPIC_BASE_URL")
+    if base_url and not no_trace:
+        from ac7_cli.runner.claude_invocation import host_of
+
+        _check_trace_host(host_of(base_url) or base_url, "ANTHROPIC_BASE_URL host")
     claude = find_claude(os.environ)
     if claude is None:
         raise Ac7Error("claude not found: install @anthropic-ai/claude-code or set CLAUDE_PATH")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,8 +29,9 @@ def claude_argv(
     injected: list[str] = []
     notes: list[str] = []
     if mcp_config is not None:
-        # --mcp-config takes several files and adds to the user's own servers, so it is always safe to add ours.
-        injected += [MCP_CONFIG, str(mcp_config)]
+        # --mcp-config adds to the user's own servers. It takes several values, so the separate-argument form would
+        # swallow a prompt that follows it; the `=` form takes exactly one.
+        injected.append(f"{MCP_CONFIG}={mcp_config}")
         notes.append(f"{MCP_CONFIG} <ac7 MCP server>")
     if skip_permissions and SKIP_PERMISSIONS not in user_args:
         injected.append(SKIP_PERMISSIONS)
@@ -49,12 +52,29 @@ def host_of(url: str) -> str | None:
     return host.lower() if host else None
 
 
-def _without_traced(no_proxy: str, traced: Sequence[str]) -> str:
-    def traced_entry(entry: str) -> bool:
-        name = entry.strip().lstrip(".").lower().split(":")[0]
-        return any(name == t or name.endswith("." + t) or t.endswith("." + name) for t in traced) if name else False
+def _bypasses_traced(entry: str, traced: Sequence[str]) -> bool:
+    """Whether a NO_PROXY entry would send a traced host around the proxy (and its trace with it)."""
+    if entry == "*":
+        return True
+    try:
+        network = ipaddress.ip_network(entry.strip("[]"), strict=False)
+    except ValueError:
+        name = entry.lstrip(".").lower().rsplit(":", 1)[0] if entry.count(":") == 1 else entry.lstrip(".").lower()
+        # Either direction bypasses tracing: the entry covers a traced host, or names a host a traced domain covers.
+        return any(name == t or t.endswith("." + name) or name.endswith("." + t) for t in traced)
+    for host in traced:
+        try:
+            if ipaddress.ip_address(host.strip("[]")) in network:
+                return True
+        except ValueError:
+            continue
+    return False
 
-    return ",".join(e for e in no_proxy.split(",") if e.strip() and not traced_entry(e))
+
+def _without_traced(no_proxy: str, traced: Sequence[str]) -> str:
+    # Clients split NO_PROXY on commas and on whitespace alike.
+    entries = [e for e in re.split(r"[,\s]+", no_proxy) if e]
+    return ",".join(e for e in entries if not _bypasses_traced(e, traced))
 
 
 def system_roots(env: Mapping[str, str]) -> Path | None:

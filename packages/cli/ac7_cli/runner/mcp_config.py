@@ -48,6 +48,8 @@ class McpConfigPatch:
         self.entry = entry
         self._original: bytes | None = None
         self._original_mode: int | None = None
+        self._link: str | None = None
+        self._written = ""
         self._applied = False
 
     @property
@@ -55,11 +57,17 @@ class McpConfigPatch:
         return self._original is not None
 
     def apply(self) -> None:
+        self._link = str(self.target.readlink()) if self.target.is_symlink() else None
         try:
             original = self.target.read_bytes()
             self._original_mode = self.target.stat().st_mode & 0o777
         except FileNotFoundError:
             original = None
+        live = _live_patch(self.target, original, self.session_dir)
+        if live is not None:
+            # Another runner is in this project right now and the file holds its patch: the real original is the
+            # one it saved, so that is what we must put back if we are the last to leave.
+            original, self._original_mode, self._link = live
         doc: dict[str, Any] = {}
         if original is not None:
             try:
@@ -77,15 +85,18 @@ class McpConfigPatch:
         # Backup and record first: if we die after the write below, the next run can still undo it.
         if original is not None:
             write_atomic(self.session_dir / _BACKUP, original)
+        self._written = _digest(patched)
         record = {
-            "target": str(self.target.resolve()),
+            "target": str(self.target.absolute()),
             "existed": original is not None,
             "mode": self._original_mode,
-            "written": _digest(patched),
+            "link": self._link,
+            "written": self._written,
             "pid": os.getpid(),
         }
         write_atomic(self.session_dir / _RECORD, json.dumps(record).encode("utf-8"))
-        # 0600 while patched: the entry carries the key the bridge uses to talk to this runner.
+        # 0600 while patched: the entry carries the key the bridge uses to talk to this runner. Replacing a symlink
+        # (rather than writing through it) leaves the file it points to untouched.
         write_atomic(self.target, patched, mode=0o600)
         self._applied = True
 
@@ -93,17 +104,49 @@ class McpConfigPatch:
         """Put the original bytes back (or remove the file we created). Idempotent."""
         if not self._applied:
             return
-        _put_back(self.target, self._original, self._original_mode)
         self._applied = False
+        try:
+            current = self.target.read_bytes()
+        except FileNotFoundError:
+            current = None
+        # If the file is not what we wrote, someone (another runner, the user) has replaced it since: leave it.
+        if current is not None and _digest(current) == self._written:
+            _put_back(self.target, self._original, self._original_mode, self._link)
         for name in (_BACKUP, _RECORD):
             (self.session_dir / name).unlink(missing_ok=True)
 
 
-def _put_back(target: Path, original: bytes | None, mode: int | None) -> None:
-    if original is None:
+def _put_back(target: Path, original: bytes | None, mode: int | None, link: str | None = None) -> None:
+    if link is not None:
+        tmp = target.with_name(f".{target.name}.ac7-link")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(link)
+        tmp.replace(target)
+    elif original is None:
         target.unlink(missing_ok=True)
     else:
         write_atomic(target, original, mode=mode if mode is not None else 0o644)
+
+
+def _live_patch(
+    target: Path, current: bytes | None, own_dir: Path
+) -> tuple[bytes | None, int | None, str | None] | None:
+    """The original saved by a live runner whose patch `target` holds now, if there is one."""
+    if current is None:
+        return None
+    digest = _digest(current)
+    for record_path in own_dir.parent.glob("ac7-runner-*/" + _RECORD):
+        if record_path.parent == own_dir:
+            continue
+        try:
+            record = json.loads(record_path.read_text())
+            if record.get("written") != digest or Path(record["target"]) != target.absolute():
+                continue
+            original = (record_path.parent / _BACKUP).read_bytes() if record.get("existed") else None
+        except (OSError, ValueError, KeyError):
+            continue
+        return original, record.get("mode"), record.get("link")
+    return None
 
 
 def recover_stale(session_dir: Path) -> bool:
@@ -121,6 +164,6 @@ def recover_stale(session_dir: Path) -> bool:
         log.warning("%s changed since a crashed ac7 session patched it; leaving it as it is", target)
         return False
     original = (session_dir / _BACKUP).read_bytes() if record.get("existed") else None
-    _put_back(target, original, record.get("mode"))
+    _put_back(target, original, record.get("mode"), record.get("link"))
     log.warning("restored %s left patched by a crashed ac7 session", target)
     return True

@@ -166,7 +166,9 @@ class Teardown:
                 result = step()
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception:
+            except (Exception, asyncio.CancelledError):
+                # Every step runs whatever happened to the one before: the user's .mcp.json and the CA file
+                # must not depend on, say, the broker being reachable for the last flush.
                 log.exception("teardown step %r failed", name)
 
 
@@ -175,20 +177,75 @@ class Teardown:
 _RESTORE_MCP, _STOP_PROXY, _BUILD_TRACES, _FLUSH, _NOT_BUSY, _PRESENCE, _LINK, _SESSION_DIR = range(8)
 
 
+class _Signals:
+    """SIGINT/SIGTERM/SIGHUP for the whole session, not just while claude runs.
+
+    Before claude starts, a signal aborts start-up (teardown still runs). While it runs, the signal is passed on
+    and claude decides. After it exits, a further signal cuts the final flush short (what is not sent is
+    spooled for the next run) instead of killing the runner halfway through its teardown.
+    """
+
+    HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.child: asyncio.subprocess.Process | None = None
+        self.hurry = asyncio.Event()
+        self.first: signal.Signals | None = None
+        self._main = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        for sig in self.HANDLED:
+            self._loop.add_signal_handler(sig, self._handle, sig)
+
+    def _handle(self, sig: signal.Signals) -> None:
+        self.first = self.first or sig
+        if self.child is None:
+            if self._main is not None:
+                self._main.cancel()
+        elif self.child.returncode is None:
+            if sig != signal.SIGINT or _forward_sigint():
+                with contextlib.suppress(ProcessLookupError):
+                    self.child.send_signal(sig)
+        else:
+            self.hurry.set()
+
+    def remove(self) -> None:
+        for sig in self.HANDLED:
+            self._loop.remove_signal_handler(sig)
+
+
+async def _flush(uploader: ActivityUploader, hurry: asyncio.Event) -> None:
+    closing = asyncio.create_task(uploader.close(_FLUSH_TIMEOUT))
+    hurried = asyncio.create_task(hurry.wait())
+    await asyncio.wait({closing, hurried}, return_when=asyncio.FIRST_COMPLETED)
+    hurried.cancel()
+    if not closing.done():
+        closing.cancel()  # the uploader persists what it holds to its spool when its close is cancelled
+    with contextlib.suppress(asyncio.CancelledError):
+        await closing
+
+
 async def run_session(opts: RunnerOptions) -> int:
     SessionCA.clean_stale(opts.tmp_root)
     session_dir.clean_stale(opts.tmp_root)
     teardown = Teardown()
+    signals = _Signals()
     api = BrokerApi(opts.url, opts.token)
     try:
         briefing = await fetch_briefing(api)
-        return await _run(opts, api, briefing, teardown)
+        return await _run(opts, api, briefing, teardown, signals)
+    except asyncio.CancelledError:
+        if signals.first is None:
+            raise
+        return 128 + signals.first  # a signal during start-up: we tore down and stop, as the child would have
     finally:
         await teardown.run()
         await api.close()
+        signals.remove()
 
 
-async def _run(opts: RunnerOptions, api: BrokerApi, briefing: dict[str, Any], teardown: Teardown) -> int:
+async def _run(
+    opts: RunnerOptions, api: BrokerApi, briefing: dict[str, Any], teardown: Teardown, signals: _Signals
+) -> int:
     agent: str = briefing["name"]
     sdir = session_dir.create(opts.tmp_root)
     teardown.add(_SESSION_DIR, "remove session dir", lambda: shutil.rmtree(sdir, ignore_errors=True))
@@ -197,7 +254,7 @@ async def _run(opts: RunnerOptions, api: BrokerApi, briefing: dict[str, Any], te
     teardown.add(_NOT_BUSY, "report not busy", busy.close)
     uploader = ActivityUploader(opts.url, opts.token, agent, spool_dir=opts.spool_dir or default_spool_dir())
     await uploader.start()
-    teardown.add(_FLUSH, "flush uploader", lambda: uploader.close(_FLUSH_TIMEOUT))
+    teardown.add(_FLUSH, "flush uploader", lambda: _flush(uploader, signals.hurry))
 
     trace_host: TraceHost | None = None
     if opts.trace:
@@ -249,7 +306,7 @@ async def _run(opts: RunnerOptions, api: BrokerApi, briefing: dict[str, Any], te
         click.echo("ac7: added to the claude command line (pass a flag yourself to override):", err=True)
         for note in notes:
             click.echo(f"    {note}", err=True)
-    return await _spawn_and_wait(argv, env, opts.project_dir)
+    return await _spawn_and_wait(argv, env, opts.project_dir, signals)
 
 
 def _child_env(opts: RunnerOptions, trace_host: TraceHost | None, sdir: Path) -> dict[str, str]:
@@ -270,24 +327,11 @@ def _child_env(opts: RunnerOptions, trace_host: TraceHost | None, sdir: Path) ->
     )
 
 
-async def _spawn_and_wait(argv: list[str], env: dict[str, str], cwd: Path) -> int:
+async def _spawn_and_wait(argv: list[str], env: dict[str, str], cwd: Path, signals: _Signals) -> int:
     try:
         child = await asyncio.create_subprocess_exec(*argv, env=env, cwd=cwd)
     except OSError as exc:
         raise Ac7Error(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
-    loop = asyncio.get_running_loop()
-
-    def forward(sig: signal.Signals) -> None:
-        if child.returncode is None and (sig != signal.SIGINT or _forward_sigint()):
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(sig)
-
-    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    for sig in handled:
-        loop.add_signal_handler(sig, forward, sig)
-    try:
-        code = await child.wait()
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
+    signals.child = child
+    code = await child.wait()
     return 128 - code if code < 0 else code  # killed by signal N: the shell convention 128+N
