@@ -128,9 +128,7 @@ async def test_claude_code_runs_traced_and_talks_to_the_team(
     assert fake.headers[0].get("X-Api-Key") == API_KEY or fake.headers[0].get("x-api-key") == API_KEY
     stored = json.dumps(await _activity(http, broker, "ivy"))
     assert API_KEY not in stored
-    db_bytes = b"".join(
-        p.read_bytes() for p in broker.team.config_path.parent.glob("ac7-activity.db*") if p.is_file()
-    )
+    db_bytes = b"".join(p.read_bytes() for p in broker.team.config_path.parent.glob("ac7-activity.db*") if p.is_file())
     assert API_KEY.encode() not in db_bytes
     with sqlite3.connect(broker.team.config_path.parent / "ac7-activity.db") as db:
         assert db.execute("SELECT count(*) FROM activity WHERE event LIKE ?", (f"%{API_KEY}%",)).fetchone()[0] == 0
