@@ -10,7 +10,6 @@ function applyProps(el, props) {
     if (value === undefined || value === null || value === false) continue;
     if (FORBIDDEN_PROPS.has(key)) throw new Error(`h(): ${key} is not allowed`);
     if (key === 'class') el.setAttribute('class', Array.isArray(value) ? value.filter(Boolean).join(' ') : value);
-    else if (key === 'text') el.textContent = String(value);
     else if (key === 'dataset') Object.assign(el.dataset, value);
     else if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2), value);
     else if (value === true) el.setAttribute(key, '');

@@ -29,6 +29,19 @@ function sameKey(buffer, bytes) {
   return a.length === bytes.length && a.every((v, i) => v === bytes[i]);
 }
 
+// Under the CSP's Trusted Types, a service worker's script URL must come from a policy; this one knows one URL.
+let policy = null;
+function serviceWorkerUrl() {
+  if (!window.trustedTypes) return '/sw.js';
+  policy ??= window.trustedTypes.createPolicy('ac7', {
+    createScriptURL: (url) => {
+      if (url !== '/sw.js') throw new TypeError(`script URL not allowed: ${url}`);
+      return url;
+    },
+  });
+  return policy.createScriptURL('/sw.js');
+}
+
 export const pushSupported = () => 'serviceWorker' in navigator && 'PushManager' in window && 'Notification' in window;
 
 export class PushToggle {
@@ -40,12 +53,13 @@ export class PushToggle {
     this.key = null;
     this.busy = false;
     button.addEventListener('click', () => this.toggle());
+    this.show('checking', 'Checking notifications…');
   }
 
   show(state, label) {
     const b = this.button;
     b.dataset.state = state;
-    b.disabled = state === 'unavailable' || this.busy;
+    b.disabled = state === 'unavailable' || state === 'checking' || this.busy;
     b.setAttribute('aria-pressed', String(state === 'on'));
     b.setAttribute('aria-label', label);
     b.title = label;
@@ -58,9 +72,9 @@ export class PushToggle {
       this.show('unavailable', `Notifications unavailable: ${why}`);
       return;
     }
-    this.show('off', 'Checking notifications…');
+    this.show('checking', 'Checking notifications…');
     try {
-      this.registration = await navigator.serviceWorker.register('/sw.js', { scope: '/' });
+      this.registration = await navigator.serviceWorker.register(serviceWorkerUrl(), { scope: '/' });
     } catch {
       this.show('unavailable', 'Notifications unavailable: the service worker could not start');
       return;
@@ -70,7 +84,9 @@ export class PushToggle {
       if (typeof publicKey !== 'string' || !publicKey) throw new ApiError(500, 'bad_key', 'no key');
       this.key = b64urlToBytes(publicKey);
     } catch (err) {
-      const why = err instanceof ApiError && err.status === 404 ? 'push is not enabled on this broker' : 'the broker did not provide a push key';
+      // 404: a broker without the push endpoints; 503: push not configured on this one.
+      const off = err instanceof ApiError && (err.status === 404 || err.status === 503);
+      const why = off ? 'push is not enabled on this broker' : 'the broker did not provide a push key';
       this.show('unavailable', `Notifications unavailable: ${why}`);
       return;
     }

@@ -33,7 +33,7 @@ export async function startShell(page, { onNavigate } = {}) {
   }
 
   const live = h('span', { class: 'live-pill', 'data-state': 'connecting', role: 'status' }, LIVE_LABELS.connecting);
-  const pushButton = h('button', { type: 'button', class: 'icon-btn push-toggle', 'data-state': 'off' });
+  const pushButton = h('button', { type: 'button', class: 'icon-btn push-toggle' });
   const push = new PushToggle(pushButton, toast);
   const signOut = h(
     'button',
