@@ -44,8 +44,26 @@ export function loginUrl() {
   return here === '/' ? '/login' : `/login?next=${encodeURIComponent(here)}`;
 }
 
+// Set while signing out (and for good once navigating away), so a socket the sign-out closes neither
+// reconnects nor sends the page to the login page a second way.
+let leaving = false;
+let navigated = false;
+
+export const isLeaving = () => leaving;
+
+export function setLeaving(value) {
+  leaving = value || navigated;
+}
+
+/** Navigate away for good: later attempts to go elsewhere are ignored. */
+export function leave(url) {
+  if (navigated) return;
+  navigated = leaving = true;
+  location.replace(url);
+}
+
 export function toLogin() {
-  location.replace(loginUrl());
+  if (!leaving) leave(loginUrl());
 }
 
 /** request(), but a 401 (session gone) goes to the login page instead of surfacing as an error. */

@@ -14,9 +14,9 @@ const MINUTE = 60_000;
 const BUCKETS = [MINUTE, 5 * MINUTE, 15 * MINUTE, 60 * MINUTE, 3 * 60 * MINUTE, 6 * 60 * MINUTE, 24 * 60 * MINUTE];
 const MAX_BARS = 48;
 
-const shortTime = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const shortTime = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
 const shortDay = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short' });
-const shortDayTime = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
+const shortDayTime = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
 
 /** Local-time bucket start (so day buckets begin at local midnight). */
 function bucketStart(ts, size) {
@@ -98,7 +98,9 @@ export function tokenChart(points, width) {
     group.append(s('rect', { class: 'chart-hit', x: pad.left + i * slot, y: pad.top, width: slot, height: plotH }));
     svg.append(group);
   });
-  const ticks = bars.length <= 1 ? [0] : bars.length === 2 ? [0, 1] : [0, Math.floor((bars.length - 1) / 2), bars.length - 1];
+  const last = bars.length - 1;
+  // Three labels where they fit, the two ends on a phone.
+  const ticks = last <= 0 ? [0] : last === 1 || width < 520 ? [0, last] : [0, Math.floor(last / 2), last];
   for (const i of ticks) {
     const x = pad.left + i * slot + slot / 2;
     const anchor = ticks.length > 1 && i === 0 ? 'start' : ticks.length > 1 && i === bars.length - 1 ? 'end' : 'middle';

@@ -1,7 +1,7 @@
 // The frame shared by the signed-in pages: who is signed in, the top bar (team, navigation, live status, the
 // notifications toggle, sign-out) and toasts.
 
-import { ApiError, get, request, session } from './api.js';
+import { ApiError, get, leave, request, session, setLeaving } from './api.js';
 import { $, avatar, h } from './dom.js';
 import { icon } from './icons.js';
 import { PushToggle, onServiceWorkerNavigate } from './push.js';
@@ -43,6 +43,7 @@ export async function startShell(page, { onNavigate } = {}) {
   );
   signOut.addEventListener('click', async () => {
     signOut.disabled = true;
+    setLeaving(true);
     // Stop this device's notifications for the slot first: the next person at this browser is not its owner.
     await push.disable().catch(() => {});
     try {
@@ -50,11 +51,12 @@ export async function startShell(page, { onNavigate } = {}) {
     } catch (err) {
       if (!(err instanceof ApiError && err.status === 401)) {
         toast(`Could not sign out: ${err.message}`, 'error');
+        setLeaving(false);
         signOut.disabled = false;
         return;
       }
     }
-    location.replace('/login');
+    leave('/login');
   });
 
   const navLink = (href, label, key) =>

@@ -1,7 +1,7 @@
 // A WebSocket that stays connected: reconnects with growing, jittered backoff (a broker restart, a network
 // blip, a laptop waking up), tells the page its state, and sends a signed-out user to the login page.
 
-import { request, ApiError, toLogin } from './api.js';
+import { ApiError, request, toLogin } from './api.js';
 
 const MIN_DELAY = 250;
 const MAX_DELAY = 5000;
