@@ -122,7 +122,7 @@ async def horizontal_overflow(page: Page) -> int:
 async def screenshot(page: Page, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    await page.screenshot(path=str(path), full_page=False)
+    await page.screenshot(path=str(path), full_page=False, animations="disabled")
     return path
 
 
