@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from ac7_broker.store import Cursor, Message, Store
 from ac7_broker.store.messages import _ROW_SQL, history_query
+from ac7_broker.store.worker import StoreClosedError
 
 pytestmark = pytest.mark.asyncio
 
@@ -85,6 +88,74 @@ async def test_append_rejects_bad_input_and_stores_nothing(store: Store) -> None
     with pytest.raises(ValueError):
         await store.messages.append("", None, None, "x", "info", {})
     assert await store.messages.count() == 0
+
+
+class _CountingRun:
+    """Wraps a DbWorker's ``run`` to count the jobs the message store submits."""
+
+    def __init__(self, run: Any) -> None:
+        self.jobs = 0
+        self._run = run
+
+    async def __call__(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self.jobs += 1
+        return await self._run(fn, *args, **kwargs)
+
+
+async def test_concurrent_appends_share_transactions_in_order(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = store.messages._worker
+    counting = _CountingRun(worker.run)
+    monkeypatch.setattr(worker, "run", counting)
+    sent = await asyncio.gather(
+        *(store.messages.append(f"s{i % 7}", None, None, f"m{i}", "info", {"i": i}) for i in range(300))
+    )
+    # Each caller gets its own row back, in the order the calls were made, with ids in that order too.
+    assert [m.body for m in sent] == [f"m{i}" for i in range(300)]
+    assert [m.data for m in sent] == [{"i": i} for i in range(300)]
+    assert [m.id for m in sent] == sorted(m.id for m in sent)
+    assert len({m.id for m in sent}) == 300
+    # 300 rows in at most 128 per transaction: 3 jobs (a first lone row may go ahead of the rest: 4).
+    assert counting.jobs <= 4, counting.jobs
+    assert await store.messages.count() == 300
+    page = await _all_pages(store, "s0", 100)
+    assert [m.id for m in page] == sorted((m.id for m in sent), reverse=True)
+
+
+async def test_a_bad_row_fails_only_its_own_caller(store: Store) -> None:
+    results = await asyncio.gather(
+        store.messages.append("alice", None, None, "first", "info", {}),
+        store.messages.append("alice", None, None, "bad", "info", {"f": float("inf")}),
+        store.messages.append("alice", None, None, "third", "info", {}),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], Message) and isinstance(results[2], Message)
+    assert isinstance(results[1], ValueError)
+    page, _ = await store.messages.history("alice")
+    assert [m.body for m in page] == ["third", "first"]
+
+
+async def test_a_caller_that_gives_up_does_not_cancel_the_batch(store: Store) -> None:
+    tasks = [asyncio.create_task(store.messages.append("alice", None, None, f"m{i}", "info", {})) for i in range(20)]
+    await asyncio.sleep(0)  # all twenty are queued
+    tasks[5].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[5], asyncio.CancelledError)
+    assert all(isinstance(d, Message) for i, d in enumerate(done) if i != 5)
+    bodies = {m.body for m in (await store.messages.history("alice", limit=100))[0]}
+    assert {f"m{i}" for i in range(20) if i != 5} <= bodies
+
+
+async def test_appends_after_close_fail_cleanly(tmp_path: Path) -> None:
+    s = await Store.open(tmp_path)
+    await s.messages.append("alice", None, None, "kept", "info", {})
+    await s.close()
+    with pytest.raises(StoreClosedError):
+        await s.messages.append("alice", None, None, "late", "info", {})
+    reopened = await Store.open(tmp_path)
+    try:
+        assert [m.body for m in (await reopened.messages.history("alice"))[0]] == ["kept"]
+    finally:
+        await reopened.close()
 
 
 async def test_history_is_scoped_to_the_viewer(store: Store) -> None:
