@@ -145,6 +145,12 @@ def test_vapid_header_verifies_as_rfc8292_requires() -> None:
         ("@ivy-2 can you look?", False),
         ("mail ivy@example.com or me@ivy", False),
         ("a@ivy", False),
+        ("@ivy_2 can you look?", False),
+        ("@ivy.. can you look?", False),
+        ("@@ivy look", True),
+        ("x_@ivy look", False),
+        ("first @dan then @ivy", True),
+        ("an @ then ivy", False),
     ],
 )
 def test_mentions_are_whole_names_case_insensitively(body: str, mentioned: bool) -> None:
@@ -167,6 +173,9 @@ def test_push_targets_follow_the_policy() -> None:
     for level in ("warning", "error", "critical"):
         assert push_targets(_message(level=level), team, nobody_live) == ["alice", "dan", "mike"]
     assert push_targets(_message(body="@dan @mike look"), team, nobody_live) == ["dan", "mike"]
+    assert push_targets(_message(body="thanks @Mike."), team, nobody_live) == ["mike"]
+    dotted = ["ivy", "ivy.bot", "dan"]
+    assert push_targets(_message(sender="dan", body="@ivy.bot, over to you"), dotted, nobody_live) == ["ivy.bot"]
     assert push_targets(_message(level="error"), team, lambda name: name == "dan") == ["alice", "mike"]
 
 
