@@ -191,7 +191,7 @@ async def serve_proxy(pki: Path, stall_s: float, tmp_root: Path) -> None:
         tmp_root=tmp_root,
     )
     port = await host.start()
-    print(json.dumps({"port": port, "ca": str(host.ca_cert_path)}), flush=True)
+    print(json.dumps({"port": port, "proxy_url": host.proxy_url, "ca": str(host.ca_cert_path)}), flush=True)
     await _until_stdin_closes()
     log(f"proxy (stall {stall_s}s): {done} exchanges consumed, {queue.qsize()} still queued at exit")
     await host.stop()
@@ -327,13 +327,13 @@ async def measure(tmp: Path) -> dict[str, Any]:
 
         def via(child: Child) -> dict[str, Any]:
             ctx = ssl.create_default_context(cafile=child.info["ca"])
-            return {"proxy": f"http://127.0.0.1:{child.info['port']}", "ssl": ctx}
+            return {"proxy": child.info["proxy_url"], "ssl": ctx}
 
         kwargs = {
             "direct": {"ssl": direct_ctx},
             "traced": via(children["traced"]),
             "stalled": via(children["stalled"]),
-            "blind": {"proxy": f"http://127.0.0.1:{children['blind'].info['port']}", "ssl": direct_ctx},
+            "blind": {"proxy": children["blind"].info["proxy_url"], "ssl": direct_ctx},
         }
         urls = dict.fromkeys(PATHS, f"https://localhost:{up_port}")
         urls["blind"] = f"https://127.0.0.1:{up_port}"  # 127.0.0.1 is not traced: a blind tunnel

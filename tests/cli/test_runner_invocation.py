@@ -165,7 +165,7 @@ def test_host_of(url: str, host: str | None) -> None:
 def _traced_env(parent: Mapping[str, str], hosts: tuple[str, ...] = TRACED, **kw: Any) -> dict[str, str]:
     return child_env(
         parent,
-        proxy_port=4321,
+        proxy_url="http://ac7:pw@127.0.0.1:4321",
         ca_cert=Path("/t/ca.pem"),
         trust_bundle=Path("/t/bundle.pem"),
         traced_hosts=hosts,
@@ -176,7 +176,7 @@ def _traced_env(parent: Mapping[str, str], hosts: tuple[str, ...] = TRACED, **kw
 def test_child_env_routes_through_the_proxy_and_keeps_the_rest() -> None:
     parent = {"PATH": "/bin", "HOME": "/h", "NODE_EXTRA_CA_CERTS": "/etc/ssl/certs/ca-certificates.crt"}
     env = _traced_env(parent)
-    assert env["HTTPS_PROXY"] == env["https_proxy"] == "http://127.0.0.1:4321"
+    assert env["HTTPS_PROXY"] == env["https_proxy"] == "http://ac7:pw@127.0.0.1:4321"
     assert env["NODE_EXTRA_CA_CERTS"] == "/t/ca.pem"  # overrides an inherited one
     assert env["SSL_CERT_FILE"] == env["REQUESTS_CA_BUNDLE"] == "/t/bundle.pem"
     assert env["PATH"] == "/bin" and env["HOME"] == "/h"
@@ -192,9 +192,9 @@ def test_child_env_unsafe_tls_only_when_asked() -> None:
 
 def test_child_env_without_tracing_adds_nothing() -> None:
     parent = {"PATH": "/bin", "NO_PROXY": "localhost", "HTTPS_PROXY": "http://corp:3128"}
-    env = child_env(parent, proxy_port=None, ca_cert=None, trust_bundle=None, traced_hosts=[], unsafe_tls=False)
+    env = child_env(parent, proxy_url=None, ca_cert=None, trust_bundle=None, traced_hosts=[], unsafe_tls=False)
     assert env == parent
-    env = child_env(parent, proxy_port=None, ca_cert=None, trust_bundle=None, traced_hosts=[], unsafe_tls=True)
+    env = child_env(parent, proxy_url=None, ca_cert=None, trust_bundle=None, traced_hosts=[], unsafe_tls=True)
     assert env == {**parent, "NODE_TLS_REJECT_UNAUTHORIZED": "0"}
 
 
@@ -343,8 +343,13 @@ def test_what_claude_gets(world: World) -> None:
     assert not mcp["roster_error"] and "alice" in mcp["roster_text"] and "ivy" in mcp["roster_text"]
 
     # The environment: the proxy, the session CA, the bundle.
+    # The proxy URL carries per-session credentials (the fake's request below proves they are accepted), and
+    # they appear nowhere in what the runner printed.
     port = _proxy_port(run.err)
-    assert env["HTTPS_PROXY"] == env["https_proxy"] == f"http://127.0.0.1:{port}"
+    assert env["HTTPS_PROXY"] == env["https_proxy"]
+    proxy = re.fullmatch(rf"http://ac7:([A-Za-z0-9_-]{{43}})@127\.0\.0\.1:{port}", env["HTTPS_PROXY"])
+    assert proxy, env["HTTPS_PROXY"]
+    assert proxy.group(1) not in run.err + run.out
     ca = record["node_extra_ca_certs"]
     assert ca["exists"] and ca["mode"] == 0o600 and ca["dir_mode"] == 0o700
     assert Path(ca["path"]).parent.name.startswith("ac7-ca-")

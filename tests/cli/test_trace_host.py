@@ -7,12 +7,14 @@ stream until the client has seen the first event).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
 import shutil
 import ssl
 import tempfile
+import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,6 +29,7 @@ from tls_fixtures import (
     SSE_EVENTS,
     UpstreamPKI,
     client_context,
+    open_tunnel,
     run_h2_upstream,
     run_upstream,
     sse_frame,
@@ -205,7 +208,7 @@ async def test_stream_cut_by_the_upstream_is_a_partial_exchange(pki: UpstreamPKI
 
 async def test_client_gone_mid_stream_is_a_partial_exchange(pki: UpstreamPKI, trace_root: Path) -> None:
     async with run_upstream(pki) as up, trace_host(pki, trace_root) as (th, rec):
-        reader, writer = await tls_through_tunnel(th.port or 0, "localhost", up.port, client_context(th.ca_cert_path))
+        reader, writer = await tls_through_tunnel(th.proxy_url, "localhost", up.port, client_context(th.ca_cert_path))
         writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}")
         await until(reader.readuntil(b"message_start"))
         writer.transport.abort()  # the agent was interrupted
@@ -282,7 +285,7 @@ async def test_untraced_host_is_a_blind_tunnel(pki: UpstreamPKI, trace_root: Pat
     """127.0.0.1 is not traced (only localhost is): the client sees the real upstream certificate."""
     async with run_upstream(pki) as up, trace_host(pki, trace_root) as (th, rec):
         ctx = client_context(pki.ca_pem_path)  # trusts the upstream's CA, not the session CA
-        reader, writer = await tls_through_tunnel(th.port or 0, "127.0.0.1", up.port, ctx)
+        reader, writer = await tls_through_tunnel(th.proxy_url, "127.0.0.1", up.port, ctx)
         ssl_object = writer.get_extra_info("ssl_object")
         assert ssl_object.getpeercert(binary_form=True) == pki.server_cert_der
         writer.write(b"GET /json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
@@ -300,10 +303,10 @@ async def test_sni_differing_from_the_connect_host_is_refused(pki: UpstreamPKI, 
         ctx.verify_mode = ssl.CERT_NONE
         for sni in ("evil.example", "api.anthropic.com"):  # untraced, and traced-but-different
             with pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError)) as err:
-                await tls_through_tunnel(th.port or 0, "localhost", up.port, ctx, server_hostname=sni)
+                await tls_through_tunnel(th.proxy_url, "localhost", up.port, ctx, server_hostname=sni)
             assert not isinstance(err.value, ssl.SSLCertVerificationError)
         # Control: the same tunnel with the matching SNI works.
-        reader, writer = await tls_through_tunnel(th.port or 0, "localhost", up.port, client_context(th.ca_cert_path))
+        reader, writer = await tls_through_tunnel(th.proxy_url, "localhost", up.port, client_context(th.ca_cert_path))
         writer.write(b"GET /json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         assert (await until(reader.read())).startswith(b"HTTP/1.1 200")
         writer.close()
@@ -340,6 +343,76 @@ async def test_plain_http_proxy_requests(pki: UpstreamPKI, trace_root: Path) -> 
                 assert await r.text() == "hello"
             ex = await rec.next()
             assert (ex.host, ex.port, ex.path, ex.response_body) == ("localhost", port, "/hello", b"hello")
+    finally:
+        await runner.cleanup()
+
+
+# --- proxy authentication -------------------------------------------------------------------------------------------
+
+
+def _basic(userinfo: str) -> str:
+    return f"Proxy-Authorization: Basic {base64.b64encode(userinfo.encode()).decode()}\r\n"
+
+
+async def test_the_proxy_wants_the_session_credentials(pki: UpstreamPKI, trace_root: Path) -> None:
+    """Another local user's process cannot use the proxy: a CONNECT (traced or blind) or a plain proxied request
+    without the session's credentials gets 407 and never reaches an upstream or a trace."""
+    async with run_upstream(pki) as up, trace_host(pki, trace_root) as (th, rec):
+        password = urllib.parse.urlsplit(th.proxy_url).password
+        assert password and len(password) == 43 and th.proxy_url.startswith("http://ac7:")
+        wrong = [
+            "",
+            _basic(f"ac7:{password[:-1]}"),
+            _basic(f"ac8:{password}"),
+            _basic(f"ac7:{password}x"),
+            _basic(password),
+            f"Proxy-Authorization: Bearer {password}\r\n",
+            "Proxy-Authorization: Basic !!!notbase64\r\n",
+            _basic(f"ac7:{password}") + _basic(f"ac7:{password}"),  # two values are not one credential
+        ]
+        for host in ("localhost", "127.0.0.1"):  # traced, and a blind tunnel
+            for auth in wrong:
+                _, writer, head = await open_tunnel(th.proxy_url, host, up.port, authorization=auth)
+                assert head.startswith(b"HTTP/1.1 407"), (host, auth, head)
+                assert b'proxy-authenticate: basic realm="ac7"' in head.lower()
+                assert password.encode() not in head
+                writer.close()
+        async with aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s:
+            with pytest.raises(aiohttp.ClientHttpProxyError) as refused:
+                async with s.get(f"https://localhost:{up.port}/json", proxy=f"http://{th.proxy_address}"):
+                    pass
+            assert refused.value.status == 407
+    assert up.requests == [] and rec.exchanges == []
+    assert th.refused_requests == 2 * len(wrong) + 1
+
+
+async def test_a_plain_proxied_request_needs_the_credentials_too(pki: UpstreamPKI, trace_root: Path) -> None:
+    seen: list[dict[str, str]] = []
+
+    async def hello(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/hello", hello)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with trace_host(pki, trace_root) as (th, rec), aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s:
+            for host in ("localhost", "127.0.0.1"):
+                async with s.get(f"http://{host}:{port}/hello", proxy=f"http://{th.proxy_address}") as r:
+                    assert r.status == 407
+            await asyncio.sleep(0.05)
+            assert seen == [] and rec.exchanges == []
+            # With them: relayed and traced, and the credentials go no further than the proxy.
+            async with s.get(f"http://localhost:{port}/hello", proxy=th.proxy_url) as r:
+                assert await r.text() == "hello"
+            ex = await rec.next()
+            assert not any(k.lower() == "proxy-authorization" for k in seen[0])
+            assert not any(k.lower() == "proxy-authorization" for k, _ in ex.request_headers)
     finally:
         await runner.cleanup()
 
@@ -414,13 +487,13 @@ async def test_stop_closes_listener_and_live_tunnels(pki: UpstreamPKI, trace_roo
         port = await th.start()
         ctx = client_context(th.ca_cert_path)
         # A keep-alive tunnel that has served one request...
-        idle_r, idle_w = await tls_through_tunnel(port, "localhost", up.port, ctx)
+        idle_r, idle_w = await tls_through_tunnel(th.proxy_url, "localhost", up.port, ctx)
         idle_w.write(b"GET /json HTTP/1.1\r\nHost: localhost\r\n\r\n")
         head = await until(idle_r.readuntil(b"\r\n\r\n"))
         assert head.startswith(b"HTTP/1.1 200")
         await until(idle_r.readexactly(int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])))
         # ...and one with a response in flight.
-        busy_r, busy_w = await tls_through_tunnel(port, "localhost", up.port, ctx)
+        busy_r, busy_w = await tls_through_tunnel(th.proxy_url, "localhost", up.port, ctx)
         busy_w.write(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert b"tick" in await until(busy_r.readuntil(b"tick\n"))
         await wait_for(lambda: th.inflight == 1)

@@ -8,10 +8,12 @@ VERIFY_X509_STRICT default requires.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import ipaddress
 import json
 import ssl
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -325,26 +327,38 @@ async def run_h2_upstream(pki: UpstreamPKI) -> AsyncIterator[H2Upstream]:
 # --- raw CONNECT tunnels --------------------------------------------------------------------------------------------
 
 
+def proxy_authorization(proxy_url: str) -> str:
+    """The `Proxy-Authorization` header line a client derives from `http://user:password@host:port`."""
+    parts = urllib.parse.urlsplit(proxy_url)
+    if parts.username is None:
+        return ""
+    userinfo = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    return f"Proxy-Authorization: Basic {base64.b64encode(userinfo.encode()).decode()}\r\n"
+
+
 async def open_tunnel(
-    proxy_port: int, host: str, port: int
+    proxy_url: str, host: str, port: int, *, authorization: str | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
-    """CONNECT host:port through the proxy; returns the stream and the proxy's response head."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
+    """CONNECT host:port through the proxy, with the credentials in `proxy_url` (or the raw header line given as
+    `authorization`); returns the stream and the proxy's response head."""
+    parts = urllib.parse.urlsplit(proxy_url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    writer.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
+    auth = proxy_authorization(proxy_url) if authorization is None else authorization
+    writer.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{auth}\r\n".encode())
     await writer.drain()
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     return reader, writer, head
 
 
 async def tls_through_tunnel(
-    proxy_port: int,
+    proxy_url: str,
     host: str,
     port: int,
     ctx: ssl.SSLContext,
     server_hostname: str | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer, head = await open_tunnel(proxy_port, host, port)
+    reader, writer, head = await open_tunnel(proxy_url, host, port)
     if not head.startswith(b"HTTP/1.1 200"):
         writer.close()
         raise ConnectionError(f"CONNECT refused: {head!r}")

@@ -79,9 +79,9 @@ def claude_code(
     """Run Claude Code with the team's MCP tools, presence, and every LLM call traced to the broker.
 
     Arguments after `--` go to claude unchanged, e.g. `ac7 claude-code -- -p "fix the build"`. The runner
-    starts a per-session CA and a proxy on 127.0.0.1, adds an `ac7` entry to ./.mcp.json for the session (the
-    file is restored byte for byte afterwards), and exits with claude's exit code. claude comes from CLAUDE_PATH
-    or PATH.
+    starts a per-session CA and a proxy on 127.0.0.1 (with per-session credentials that only claude gets), adds
+    an `ac7` entry to ./.mcp.json for the session (the file is restored byte for byte afterwards), and exits
+    with claude's exit code. claude comes from CLAUDE_PATH or PATH.
     """
     from ac7_cli.runner.doctor import find_claude, report, run_checks
 

@@ -100,7 +100,7 @@ def write_bundle(session_dir: Path, roots: Path | None, session_ca_pem: bytes) -
 def child_env(
     parent: Mapping[str, str],
     *,
-    proxy_port: int | None,
+    proxy_url: str | None,
     ca_cert: Path | None,
     trust_bundle: Path | None,
     traced_hosts: Sequence[str],
@@ -108,9 +108,9 @@ def child_env(
 ) -> dict[str, str]:
     """The parent's environment plus what routes the agent's LLM traffic through the trace host."""
     env = dict(parent)
-    if proxy_port is not None and ca_cert is not None:
-        proxy = f"http://127.0.0.1:{proxy_port}"
-        env["HTTPS_PROXY"] = env["https_proxy"] = proxy
+    if proxy_url is not None and ca_cert is not None:
+        # The URL carries the session's proxy credentials; every client the agent runs sends them from here.
+        env["HTTPS_PROXY"] = env["https_proxy"] = proxy_url
         env["NODE_EXTRA_CA_CERTS"] = str(ca_cert)
         if trust_bundle is not None:
             env["SSL_CERT_FILE"] = env["REQUESTS_CA_BUNDLE"] = str(trust_bundle)

@@ -312,14 +312,14 @@ async def _run(
 def _child_env(opts: RunnerOptions, trace_host: TraceHost | None, sdir: Path) -> dict[str, str]:
     if trace_host is None or trace_host.port is None:
         return child_env(
-            os.environ, proxy_port=None, ca_cert=None, trust_bundle=None, traced_hosts=[], unsafe_tls=opts.unsafe_tls
+            os.environ, proxy_url=None, ca_cert=None, trust_bundle=None, traced_hosts=[], unsafe_tls=opts.unsafe_tls
         )
     ca_path = trace_host.ca_cert_path
     bundle = write_bundle(sdir, system_roots(os.environ), ca_path.read_bytes())
-    click.echo(f"ac7: tracing {', '.join(trace_host.traced_hosts)} through 127.0.0.1:{trace_host.port}", err=True)
+    click.echo(f"ac7: tracing {', '.join(trace_host.traced_hosts)} through {trace_host.proxy_address}", err=True)
     return child_env(
         os.environ,
-        proxy_port=trace_host.port,
+        proxy_url=trace_host.proxy_url,
         ca_cert=ca_path,
         trust_bundle=bundle,
         traced_hosts=trace_host.traced_hosts,

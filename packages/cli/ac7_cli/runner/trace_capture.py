@@ -153,6 +153,8 @@ class TraceAddon:
     # --- mitmproxy hooks -----------------------------------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return  # answered by the proxy itself (407): nothing went upstream, nothing of the agent's to trace
         req = flow.request
         tunnel = self.tunnels.get(flow.client_conn.id)
         if tunnel is not None:

@@ -1,7 +1,7 @@
 """The trace host: a per-session CA and an in-process mitmproxy on loopback that decrypts only traced hosts.
 
     host = TraceHost(["llm-gateway.corp"], upstream_ca=None, on_exchange=queue.put_nowait, on_inflight=busy.set)
-    port = await host.start()      # HTTPS_PROXY=http://127.0.0.1:<port>, NODE_EXTRA_CA_CERTS=host.ca_cert_path
+    await host.start()             # HTTPS_PROXY=host.proxy_url, NODE_EXTRA_CA_CERTS=host.ca_cert_path
     ...
     await host.stop()              # listener and live tunnels closed, CA directory deleted
 
@@ -9,6 +9,8 @@
   A traced tunnel whose ClientHello SNI differs from its CONNECT host is refused (`trace_layers`).
 - TLS (`session_ca`, `trace_tls`): leaves from the in-memory, name-constrained session CA; upstream servers verified
   against certifi + the system store + the runner's `SSL_CERT_FILE` + `upstream_ca`. Nothing private is written.
+- Access (`trace_proxy_auth`): the proxy wants per-session credentials, carried in `proxy_url`, so another local
+  user cannot use it. Log `proxy_address`, never `proxy_url`.
 - Capture (`trace_capture`): every traced response and request streams through a tee that keeps a capped copy;
   `on_exchange(CapturedExchange)` is called once per exchange (complete or failed) and `on_inflight(n)` whenever
   the number of open traced exchanges changes, both from the event loop on a later iteration than the relay work,
@@ -45,6 +47,7 @@ from ac7_cli.runner.trace_capture import (
     TraceAddon,
 )
 from ac7_cli.runner.trace_layers import ScopedNextLayer, Tunnels
+from ac7_cli.runner.trace_proxy_auth import USERNAME, ProxyAuth, new_proxy_password
 from ac7_cli.runner.trace_scope import TraceScope, normalize_host, parse_ip
 from ac7_cli.runner.trace_tls import SessionTlsConfig, system_trust_paths, upstream_trust_sources
 
@@ -131,6 +134,8 @@ class TraceHost:
             request_cap=request_cap,
             response_cap=body_cap,
         )
+        self._proxy_password = new_proxy_password()
+        self._proxy_auth = ProxyAuth(self._proxy_password)
         self.ca: SessionCA | None = None
         self.port: int | None = None
         self._master: mitm_master.Master | None = None
@@ -145,9 +150,19 @@ class TraceHost:
 
     @property
     def proxy_url(self) -> str:
+        """`http://ac7:<password>@127.0.0.1:<port>`: a secret for the child's environment, never for a log line."""
+        return f"http://{USERNAME}:{self._proxy_password}@{self.proxy_address}"
+
+    @property
+    def proxy_address(self) -> str:
         if self.port is None:
             raise RuntimeError("trace host not started")
-        return f"http://{LISTEN_HOST}:{self.port}"
+        return f"{LISTEN_HOST}:{self.port}"
+
+    @property
+    def refused_requests(self) -> int:
+        """Requests answered 407 for want of the session's proxy credentials."""
+        return self._proxy_auth.refused
 
     @property
     def ca_cert_path(self) -> Path:
@@ -206,6 +221,7 @@ class TraceHost:
             addons: list[object] = [
                 mitm_core.Core(),
                 ps,
+                self._proxy_auth,  # first to see http_connect/requestheaders: a refused flow goes nowhere
                 ScopedNextLayer(self.scope, self._tunnels),
                 SessionTlsConfig(ca, self._tunnels.leaf_host),
                 self._trace,
@@ -229,7 +245,7 @@ class TraceHost:
         self.port = int(addrs[0][1])
         log.info(
             "trace host: started on %s (%d traced host(s), CA %s, %.1f ms)",
-            self.proxy_url,
+            self.proxy_address,
             len(self.scope.hosts),
             ca.cert_path,
             (time.perf_counter() - t0) * 1000,

@@ -104,6 +104,8 @@ class ScopedNextLayer(next_layer.NextLayer):
     # --- hooks --------------------------------------------------------------------------------------------------
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return  # answered by the proxy itself (407): no tunnel will follow
         raw_host = flow.request.host
         try:
             host = normalize_host(raw_host)
