@@ -11,6 +11,7 @@ import asyncio
 import copy
 import gzip
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -704,27 +705,27 @@ async def test_hostile_bytes_below_the_json_layer(broker: Running, http: aiohttp
             S(415),
             True,
         ),
-        # Malformed HTTP is refused by the HTTP parser itself, before any handler (its 400 is plain text).
-        ("unknown method", req(b"BREW /roster HTTP/1.1", b"Authorization: Bearer " + token), S(400), False),
+        # Malformed HTTP is refused by the HTTP parser itself, before any handler; the answer still has our shape.
+        ("unknown method", req(b"BREW /roster HTTP/1.1", b"Authorization: Bearer " + token), S(400), True),
         (
             "raw byte in path",
             req(b"GET /agents/\xff/activity HTTP/1.1", b"Authorization: Bearer " + token),
             S(400),
-            False,
+            True,
         ),
         (
             "raw byte in query",
             req(b"GET /history?limit=\xff HTTP/1.1", b"Authorization: Bearer " + token),
             S(400),
-            False,
+            True,
         ),
-        ("bad Content-Length", req(b"POST /push HTTP/1.1", b"Content-Length: abc"), S(400), False),
-        ("negative Content-Length", req(b"POST /push HTTP/1.1", b"Content-Length: -1"), S(400), False),
+        ("bad Content-Length", req(b"POST /push HTTP/1.1", b"Content-Length: abc"), S(400), True),
+        ("negative Content-Length", req(b"POST /push HTTP/1.1", b"Content-Length: -1"), S(400), True),
         (
             "Content-Length and chunked",
             req(b"POST /push HTTP/1.1", b"Content-Length: 5", b"Transfer-Encoding: chunked", body=b"0\r\n\r\n"),
             S(400),
-            False,
+            True,
         ),
         (
             "bad chunk size",
@@ -736,12 +737,12 @@ async def test_hostile_bytes_below_the_json_layer(broker: Running, http: aiohttp
                 body=b"zz\r\n{}\r\n0\r\n\r\n",
             ),
             S(400),
-            False,
+            True,
         ),
-        ("header without colon", req(b"GET /healthz HTTP/1.1", b"NoColonHere"), S(400), False),
-        ("10 KB header", req(b"GET /healthz HTTP/1.1", b"X-Big: " + b"a" * 10_000), S(400, 431), False),
-        ("100 KB URL", req(b"GET /history?x=" + b"a" * 100_000 + b" HTTP/1.1"), S(400, 414), False),
-        ("garbage request line", b"HELLO THERE\r\n\r\n", S(400), False),
+        ("header without colon", req(b"GET /healthz HTTP/1.1", b"NoColonHere"), S(400), True),
+        ("10 KB header", req(b"GET /healthz HTTP/1.1", b"X-Big: " + b"a" * 10_000), S(400, 431), True),
+        ("100 KB URL", req(b"GET /history?x=" + b"a" * 100_000 + b" HTTP/1.1"), S(400, 414), True),
+        ("garbage request line", b"HELLO THERE\r\n\r\n", S(400), True),
     ]
     failures = []
     for label, request, expect, must_be_json in cases:
@@ -760,6 +761,33 @@ async def test_hostile_bytes_below_the_json_layer(broker: Running, http: aiohttp
     async with http.get(f"{broker.url}/healthz") as r:
         assert r.status == 200
     assert await snapshot(http, broker) == before
+
+
+async def test_malformed_http_is_neither_echoed_nor_logged(broker: Running, caplog: pytest.LogCaptureFixture) -> None:
+    """A request the HTTP parser refuses gets the JSON error shape, and neither the answer nor the log repeats its
+    bytes: a mistyped Authorization line must not put a bearer token into the broker's log."""
+    token = broker.team.tokens["alice"].encode()
+    tls_client_hello = bytes.fromhex("160301002a0100002603035a") + b"\x00" * 32 + b"\r\n\r\n"
+    cases = [
+        (b"GET /roster HTTP/1.1\r\nHost: x\r\nAuthorization Bearer " + token + b"\r\n\r\n", "malformed HTTP request"),
+        (b"GET /roster HTTP/1.1\r\nHost: x\r\nX-Token: " + token * 200 + b"\r\n\r\n", "too long"),
+        (b"POST /push HTTP/1.1\r\nHost: x\r\nContent-Length: " + token + b"\r\n\r\n", "malformed HTTP request"),
+        (tls_client_hello, "not an HTTP request"),
+    ]
+    caplog.set_level(logging.DEBUG)
+    for request, sentence in cases:
+        status, head, body = await raw_exchange(broker, request)
+        assert status == 400, (status, head, body)
+        assert b"content-type: application/json" in head.lower(), head
+        error = json.loads(body)
+        assert error["code"] == "bad_request" and sentence in error["error"], error
+        assert token not in head + body
+    logged = "\n".join(
+        r.getMessage() + "\n" + (logging.Formatter().formatException(r.exc_info) if r.exc_info else "")
+        for r in caplog.records
+    )
+    assert token.decode() not in logged
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], logged
 
 
 async def test_odd_but_valid_unicode_round_trips(broker: Running, http: aiohttp.ClientSession) -> None:

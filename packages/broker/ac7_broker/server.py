@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ac7_broker.app import create_app
+from ac7_broker.protocol_errors import BrokerAppRunner
 from ac7_broker.settings import Settings
 from ac7_broker.state import STATE_KEY, BrokerState
 from ac7_broker.store import Store
@@ -70,7 +71,7 @@ async def start_broker(config_path: Path, host: str, port: int, settings: Settin
         log.info("config migrated: %s", change)
     ssl_context = _ssl_context(loaded.config, config_dir)
     store = await Store.open(config_dir)
-    runner = web.AppRunner(
+    runner = BrokerAppRunner(
         create_app(BrokerState(loaded, store, settings, secure=ssl_context is not None)),
         access_log=None,
         shutdown_timeout=settings.shutdown_grace,
