@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from ac7_auth_helpers import (
     SESSION_MAX_AGE,
     Reply,
@@ -32,6 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ac7_broker.routes import session as session_routes
+from ac7_broker.routes.session import client_key
 from ac7_core.config_edit import add_slot, remove_slot
 from ac7_core.config_file import update_config
 
@@ -303,6 +306,43 @@ async def test_per_ip_lockout(start: StartBroker, http: aiohttp.ClientSession) -
     # Three failures from this address, each against a different slot: the address is locked for everyone.
     _assert_locked(await login(http, broker.url, code_for(broker.team.totp["alice"]), "alice"))
     _assert_locked(await login(http, broker.url, code_for(broker.team.totp["alice"])))
+
+
+@pytest.mark.parametrize(
+    ("remote", "key"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),  # same /64: same counter
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),  # the next /64: another counter
+        ("::1", "::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("::ffff:198.51.100.9", "198.51.100.9"),  # IPv4-mapped counts as the IPv4 address
+        (None, "unknown"),
+        ("not an address", "not an address"),
+    ],
+)
+def test_the_per_client_counter_is_per_ipv4_address_or_ipv6_64(remote: str | None, key: str) -> None:
+    assert client_key(remote) == key
+
+
+async def test_the_login_route_counts_by_client_key(
+    start: StartBroker, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str | None] = []
+
+    def spy(remote: str | None) -> str:
+        seen.append(remote)
+        return "2001:db8::/64"
+
+    monkeypatch.setattr(session_routes, "client_key", spy)
+    broker = await start(login_ip_failures=2, login_slot_failures=100)
+    for name in ("x1", "x2"):
+        _assert_invalid_code(await login(http, broker.url, "000000", name))
+    assert seen == ["127.0.0.1", "127.0.0.1"]
+    assert broker.broker.state.ip_failures.retry_after("2001:db8::/64") is not None
+    assert broker.broker.state.ip_failures.retry_after("127.0.0.1") is None
 
 
 async def test_lockout_counters_are_bounded(start: StartBroker, http: aiohttp.ClientSession) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from aiohttp import web
@@ -26,6 +27,23 @@ def _invalid_code() -> ApiError:
 
 def _session_json(slot: Slot, expires_at: int | None) -> dict[str, object]:
     return {"slot": slot.name, "role": slot.role, "authority": slot.authority, "expiresAt": expires_at}
+
+
+def client_key(remote: str | None) -> str:
+    """What the per-client login lockout counts by: the IPv4 address, or the IPv6 /64.
+
+    One IPv6 host is usually given a whole /64 and can send from any address in it, so counting single IPv6
+    addresses would let it step around the limit with every attempt. An IPv4-mapped address counts as IPv4.
+    """
+    try:
+        address = ipaddress.ip_address((remote or "").split("%", 1)[0])  # no zone id: fe80::1%eth0
+    except ValueError:
+        return remote or "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _check_locks(state: BrokerState, slot_name: str | None, ip: str) -> None:
@@ -55,7 +73,7 @@ async def login(request: web.Request) -> web.Response:
         raise bad_request("code must be a string of 6 digits")
     if slot_name is not None and (not isinstance(slot_name, str) or not NAME_RE.match(slot_name)):
         raise bad_request("slot must be a slot name")
-    ip = request.remote or "unknown"
+    ip = client_key(request.remote)
     async with state.login_lock:
         _check_locks(state, slot_name, ip)
         enrolled = [s for s in state.config.slots if s.totp_secret is not None]
