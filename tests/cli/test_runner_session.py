@@ -4,6 +4,7 @@ cleans, what a concurrent live runner keeps, briefing failures, and which `--tra
 from __future__ import annotations
 
 import json
+import os
 import signal
 import uuid
 from collections.abc import Iterator
@@ -232,11 +233,22 @@ def test_ipv6_loopback_trace_host_is_accepted(world: World) -> None:
     assert "::1" in next(line for line in run.err.splitlines() if "tracing" in line)
 
 
-def test_a_tmpdir_too_deep_for_the_bridge_socket_is_one_line_and_leaves_nothing(world: World) -> None:
+def test_a_tmpdir_too_deep_for_the_bridge_socket_moves_the_session_dir_to_tmp(world: World) -> None:
+    """The bridge socket lives in the session dir; under a TMPDIR too deep for sun_path (107 bytes) the session dir
+    moves to /tmp, the agent still gets its team tools, and nothing is left anywhere afterwards."""
     deep = world.root / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
-    run = world.run(extra_env={"TMPDIR": str(deep)}, fake={"EXIT": "0"})
-    assert_one_line_error(run, "too long")
+    run = world.run(extra_env={"TMPDIR": str(deep)}, fake={"MCP": "1", "EXIT": "0"})
+    assert run.code == 0, str(run)
+    record = run.record()
+    assert record is not None
+    mcp = record["mcp"]
+    assert "error" not in mcp and set(mcp["tools"]) == {"roster", "send", "broadcast", "recent"}, f"{mcp}\n{run}"
+    (private,) = record["mcp_configs"]
+    socket_path = Path(json.loads(private["text"])["mcpServers"]["ac7"]["env"]["AC7_RUNNER_SOCKET"])
+    assert socket_path.parent.parent == Path("/tmp") and socket_path.parent.name.startswith("ac7-runner-")
+    assert len(os.fsencode(socket_path)) <= 107
+    assert record["node_extra_ca_certs"]["path"].startswith(str(deep))  # only the session dir moved
+    assert not socket_path.parent.exists()
     assert (world.project / ".mcp.json").read_bytes() == ORIGINAL_MCP
     assert list(deep.iterdir()) == [], list(deep.iterdir())
-    assert run.record() is None

@@ -49,7 +49,7 @@ _HELLO_TIMEOUT = 10.0
 _CLOSE_GRACE = 2.0
 _MAX_QUEUED_EVENTS = 1000  # per bridge; beyond that events are dropped (they stay in the broker's history)
 _MAX_CONCURRENT_REQUESTS = 8  # per bridge
-_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with the terminating NUL
+SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with the terminating NUL
 
 
 class BrokerCallError(Exception):
@@ -175,7 +175,7 @@ class RunnerLink:
         mode = self.session_dir.stat().st_mode
         if mode & 0o077:
             raise Ac7Error(f"{self.session_dir} must be private (0700) to hold the bridge socket, not {mode & 0o777:o}")
-        if len(os.fsencode(self.socket_path)) > _SUN_PATH_MAX:
+        if len(os.fsencode(self.socket_path)) > SUN_PATH_MAX:
             raise Ac7Error(f"the bridge socket path {self.socket_path} is too long for a Unix socket")
         self.socket_path.unlink(missing_ok=True)
         self._server = await asyncio.start_unix_server(self._accept, path=str(self.socket_path), limit=MAX_FRAME)

@@ -9,15 +9,29 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ac7_cli.runner.bridge_link import SOCKET_NAME, SUN_PATH_MAX
 from ac7_cli.runner.mcp_config import recover_stale
 
 log = logging.getLogger("ac7.runner")
 PREFIX = "ac7-runner-"
 
 
+# The bridge's Unix socket lives in the session dir, and sockaddr_un.sun_path holds 107 bytes plus a NUL. A TMPDIR
+# nested deeply enough (CI workspaces, macOS's /var/folders/…) leaves no room for it, so the dir moves to /tmp.
+_SOCKET_ROOM = len(os.fsencode(f"/{SOCKET_NAME}"))
+FALLBACK_ROOT = Path("/tmp")  # noqa: S108 - only for mkdtemp, which makes a random-named 0700 dir
+
+
 def create(tmp_root: Path | None = None) -> Path:
     # The pid in the name lets a later run tell a live session from a dead one.
-    return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=tmp_root))
+    prefix = f"{PREFIX}{os.getpid()}-"
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_root))
+    if len(os.fsencode(path)) + _SOCKET_ROOM <= SUN_PATH_MAX or not FALLBACK_ROOT.is_dir():
+        return path
+    path.rmdir()
+    short = Path(tempfile.mkdtemp(prefix=prefix, dir=FALLBACK_ROOT))
+    log.info("the temp dir is too deep for a Unix socket path; the session dir is %s instead", short)
+    return short
 
 
 def _alive(pid: int) -> bool:
@@ -32,9 +46,10 @@ def _alive(pid: int) -> bool:
 
 def clean_stale(tmp_root: Path | None = None) -> int:
     """Remove session dirs of runners that no longer run, restoring any .mcp.json they left patched."""
-    root = Path(tmp_root or tempfile.gettempdir())
+    roots = dict.fromkeys([Path(tmp_root or tempfile.gettempdir()), FALLBACK_ROOT])  # see create()
+    entries = [entry for root in roots for entry in root.glob(f"{PREFIX}*")]
     removed = 0
-    for entry in root.glob(f"{PREFIX}*"):
+    for entry in entries:
         try:
             pid = int(entry.name[len(PREFIX) :].split("-", 1)[0])
         except ValueError:
