@@ -232,3 +232,54 @@ async def test_2_mib_upload_is_accepted_where_a_2_mib_push_is_not(broker: Runnin
         assert (await json_body(r))["code"] == "payload_too_large"
     async with http.get(f"{broker.url}/history", headers=broker.auth("ivy")) as r:
         assert (await r.json())["messages"] == []
+
+
+async def _keyed_upload(
+    http: aiohttp.ClientSession, broker: Running, agent: str, body: bytes, *keys: str
+) -> tuple[int, Any, str | None]:
+    headers = {**broker.auth(agent), "Content-Type": "application/json"}
+    async with http.post(
+        f"{broker.url}/agents/{agent}/activity",
+        data=body,
+        headers=[*headers.items(), *(("Idempotency-Key", k) for k in keys)],
+    ) as r:
+        return r.status, await json_body(r), r.headers.get("Idempotent-Replayed")
+
+
+async def test_a_retried_upload_with_its_idempotency_key_is_stored_once(
+    broker: Running, http: aiohttp.ClientSession
+) -> None:
+    """The uploader's retry after a lost answer: same key, same body. The answer is the first one again, with
+    `Idempotent-Replayed`, nothing more is stored, and live watchers see each row once."""
+    stream = await http.ws_connect(f"{broker.url}/agents/ivy/activity/stream", headers=broker.auth("ivy"))
+
+    async def registered() -> None:
+        while broker.broker.state.activity_streams.count("ivy") < 1:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(registered(), WAIT)
+    key = "retry-key-0123456789"
+    body = json.dumps({"events": tagged("keyed", 3)}).encode()
+    assert await _keyed_upload(http, broker, "ivy", body, key) == (201, {"accepted": 3}, None)
+    assert await _keyed_upload(http, broker, "ivy", body, key) == (201, {"accepted": 3}, "true")
+    assert [event_tag(r) for r in await all_rows(http, broker, "ivy")] == ["/keyed/2", "/keyed/1", "/keyed/0"]
+    # Another batch under the same key is refused, not half-stored; the same key for another agent is its own.
+    other = json.dumps({"events": tagged("other", 1)}).encode()
+    status, error, _ = await _keyed_upload(http, broker, "ivy", other, key)
+    assert (status, error["code"]) == (409, "idempotency_conflict")
+    assert (await _keyed_upload(http, broker, "dan", other, key))[:2] == (201, {"accepted": 1})
+    assert len(await all_rows(http, broker, "ivy")) == 3
+    # The stream got the three rows of the first upload and nothing of the replay.
+    frames = [json.loads((await asyncio.wait_for(stream.receive(), WAIT)).data) for _ in range(3)]
+    assert [event_tag(f) for f in frames] == ["/keyed/0", "/keyed/1", "/keyed/2"]
+    assert (await upload(http, broker, "ivy", tagged("after", 1)))[0] == 201
+    assert event_tag(json.loads((await asyncio.wait_for(stream.receive(), WAIT)).data)) == "/after/0"
+    await stream.close()
+
+
+async def test_a_malformed_idempotency_key_is_a_400(broker: Running, http: aiohttp.ClientSession) -> None:
+    body = json.dumps({"events": tagged("bad-key", 1)}).encode()
+    for keys in (("short",), ("x" * 65,), ("has space in it 123",), ("ключ-0123456789abcdef",), ("a" * 20, "b" * 20)):
+        status, error, _ = await _keyed_upload(http, broker, "ivy", body, *keys)
+        assert (status, error["code"]) == (400, "bad_request"), keys
+    assert await all_rows(http, broker, "ivy") == []

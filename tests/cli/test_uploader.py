@@ -209,6 +209,76 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(live: Li
     assert await live.tags("alice") == expected  # nothing arrived twice, even late
 
 
+class AnswerCutter:
+    """A TCP relay to the broker that, for the first `cuts` requests, lets the request through and then drops the
+    connection as the answer comes back: the broker has stored the batch, the uploader never hears so."""
+
+    def __init__(self, target_port: int, cuts: int) -> None:
+        self.target_port = target_port
+        self.cuts = cuts
+        self.cut = 0
+        self.server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for writer in self._writers:  # keep-alive connections: wait_closed() would wait for them
+                writer.transport.abort()
+            await self.server.wait_closed()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers.update((client_w, up_w))
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                up_w.write(data)
+                await up_w.drain()
+
+        forward = asyncio.create_task(upstream())
+        try:
+            while data := await up_r.read(65536):
+                if self.cut < self.cuts:  # the broker answered, so the batch is stored; the client never knows
+                    self.cut += 1
+                    break
+                client_w.write(data)
+                await client_w.drain()
+        except ConnectionError:
+            pass
+        finally:
+            forward.cancel()
+            client_w.transport.abort()
+            up_w.transport.abort()
+
+
+async def test_a_lost_answer_is_retried_under_the_same_key_and_stored_once(
+    live: LiveBroker, uploaders: Uploaders
+) -> None:
+    cutter = AnswerCutter(live.port, cuts=2)
+    await cutter.start()
+    try:
+        uploader = await uploaders.make(
+            cutter.url, live.tokens["alice"], max_batch_events=10, backoff_initial=0.01, backoff_max=0.05
+        )
+        expected = tags("cut", 10)
+        submit_all(uploader, expected)
+        await wait_idle(uploader)
+        stats = uploader.stats()
+        assert cutter.cut == 2 and stats.retried == 2 and stats.sent == 10, stats
+        assert await live.tags("alice") == expected  # stored by the first attempt, and only once
+    finally:
+        await cutter.stop()
+
+
 async def test_memory_stays_bounded_while_the_broker_is_down(
     live: LiveBroker, uploaders: Uploaders, spool_dir: Path
 ) -> None:

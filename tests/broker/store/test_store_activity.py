@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -157,3 +158,49 @@ async def test_activity_queries_use_their_indexes(tmp_path: Path, analyze: bool)
             assert "id<?" in plan[0], plan
     finally:
         conn.close()
+
+
+# --- idempotency keys -----------------------------------------------------------------------------------------------
+
+
+def _key(key: str = "k" * 22, body: bytes = b"batch-1") -> activity_module.UploadKey:
+    return activity_module.UploadKey(key, hashlib.sha256(body).digest())
+
+
+async def test_a_replayed_upload_key_stores_nothing_and_reports_the_first_count(store: Store) -> None:
+    first = await store.activity.insert_upload("builder", [ev("opaque_http", 1), ev("opaque_http", 2)], _key())
+    assert (len(first.rows), first.accepted, first.replayed) == (2, 2, False)
+    again = await store.activity.insert_upload("builder", [ev("opaque_http", 1), ev("opaque_http", 2)], _key())
+    assert (again.rows, again.accepted, again.replayed) == ([], 2, True)
+    assert await store.activity.count("builder") == 2
+    # Another key, or no key at all, is another upload.
+    assert not (await store.activity.insert_upload("builder", [ev("opaque_http", 3)], _key("x" * 22))).replayed
+    await store.activity.insert_batch("builder", [ev("opaque_http", 4)])
+    assert await store.activity.count("builder") == 4
+
+
+async def test_a_key_is_per_agent(store: Store) -> None:
+    await store.activity.insert_upload("builder", [ev("opaque_http", 1)], _key())
+    other = await store.activity.insert_upload("reviewer", [ev("opaque_http", 1)], _key())
+    assert not other.replayed and len(other.rows) == 1
+
+
+async def test_a_key_reused_for_another_batch_is_a_conflict_and_stores_nothing(store: Store) -> None:
+    await store.activity.insert_upload("builder", [ev("opaque_http", 1)], _key(body=b"batch-1"))
+    with pytest.raises(activity_module.IdempotencyConflictError):
+        await store.activity.insert_upload("builder", [ev("opaque_http", 9)], _key(body=b"batch-2"))
+    assert [r.ts for r in (await store.activity.list("builder"))[0]] == [1]
+
+
+async def test_keys_are_forgotten_after_a_day(tmp_path: Path) -> None:
+    now = [CREATED]
+    s = await Store.open(tmp_path, clock=lambda: now[0])
+    try:
+        await s.activity.insert_upload("builder", [ev("opaque_http", 1)], _key())
+        now[0] += activity_module.UPLOAD_KEY_TTL_MS - 1
+        assert (await s.activity.insert_upload("builder", [ev("opaque_http", 1)], _key())).replayed
+        now[0] += 2
+        assert not (await s.activity.insert_upload("builder", [ev("opaque_http", 1)], _key())).replayed
+        assert await s.activity.count("builder") == 2
+    finally:
+        await s.close()

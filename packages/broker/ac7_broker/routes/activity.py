@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from typing import Any
 
 from aiohttp import web
 
 from ac7_broker.auth import caller_of, require_self, require_self_or_director
-from ac7_broker.errors import bad_request, not_found
+from ac7_broker.errors import ApiError, bad_request, not_found
 from ac7_broker.request_body import check_json_content_type, json_response, parse_json, read_body
 from ac7_broker.routes.live import require_upgrade, serve_socket
 from ac7_broker.state import STATE_KEY, BrokerState
+from ac7_broker.store.activity import IdempotencyConflictError, UploadKey
 from ac7_core.activity import ACTIVITY_KINDS, ActivityError, validate_upload
 
 routes = web.RouteTableDef()
@@ -46,6 +48,19 @@ def _parse_upload(data: bytes) -> list[dict[str, Any]]:
         raise bad_request(str(exc)) from None
 
 
+_UPLOAD_KEY_RE = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
+
+
+def _upload_key(request: web.Request, data: bytes) -> UploadKey | None:
+    """The optional `Idempotency-Key` header, bound to a digest of the body it arrived with."""
+    values = request.headers.getall("Idempotency-Key", [])
+    if not values:
+        return None
+    if len(values) > 1 or not _UPLOAD_KEY_RE.match(values[0]):
+        raise bad_request("Idempotency-Key must be one value of 16-64 characters from A-Z a-z 0-9 _ -")
+    return UploadKey(values[0], hashlib.sha256(data).digest())
+
+
 @routes.post("/agents/{name}/activity")
 async def upload(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
@@ -54,13 +69,21 @@ async def upload(request: web.Request) -> web.Response:
     require_self(caller, agent, "upload its activity")
     check_json_content_type(request)
     data = await read_body(request, state.settings.max_activity_body)
+    upload_key = _upload_key(request, data)
     # Parsing and validating megabytes of trace JSON takes tens of milliseconds; on the event loop that would
     # delay every message delivery and every other request by as much.
     events = await asyncio.to_thread(_parse_upload, data)
-    rows = await state.store.activity.insert_batch(agent, events)
-    for row in rows:
+    try:
+        result = await state.store.activity.insert_upload(agent, events, upload_key)
+    except IdempotencyConflictError as exc:
+        raise ApiError(409, "idempotency_conflict", str(exc)) from None
+    for row in result.rows:
         state.activity_streams.deliver([agent], row.to_json_text())
-    return json_response({"accepted": len(rows)}, status=201)
+    # A replay answers as the first upload did, so a client that lost that answer needs no special case.
+    response = json_response({"accepted": result.accepted}, status=201)
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @routes.get("/agents/{name}/activity")

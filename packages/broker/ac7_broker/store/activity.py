@@ -18,6 +18,30 @@ MAX_PAGE = 1000
 PRUNE_CHUNK = 500
 
 _MAX_INT64 = (1 << 63) - 1
+# How long an upload's idempotency key is remembered. Uploaders retry within minutes; a day covers a laptop
+# that slept with a POST in flight.
+UPLOAD_KEY_TTL_MS = 24 * 3600 * 1000
+
+
+class IdempotencyConflictError(ValueError):
+    """An idempotency key came back with a different batch than the one it first stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class UploadKey:
+    """The client's idempotency key for one upload, and a digest of the request body it came with."""
+
+    key: str
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InsertResult:
+    """`rows` just stored, or, for a replayed key, no rows and the count the first upload accepted."""
+
+    rows: list[ActivityRow]
+    accepted: int
+    replayed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,18 +104,41 @@ class ActivityStore:
 
         Each event's ``kind`` and ``ts`` are copied into columns; ``createdAt`` is one server time per batch.
         """
+        return (await self.insert_upload(agent, events, None)).rows
+
+    async def insert_upload(
+        self, agent: str, events: Sequence[Mapping[str, Any]], upload_key: UploadKey | None
+    ) -> InsertResult:
+        """As `insert_batch`, remembering `upload_key` (for a day) in the same transaction: the same key with the
+        same body again stores nothing and reports the first upload's count (`replayed`); with another body it
+        raises IdempotencyConflictError."""
         if not isinstance(agent, str) or not agent:
             raise ValueError("agent must be a non-empty string")
         if not events:
-            return []
-        return await self._worker.run(self._insert_batch, agent, list(events))
+            return InsertResult([], 0, replayed=False)
+        return await self._worker.run(self._insert_upload, agent, list(events), upload_key)
 
-    def _insert_batch(self, conn: sqlite3.Connection, agent: str, events: list[Mapping[str, Any]]) -> list[ActivityRow]:
+    def _insert_upload(
+        self, conn: sqlite3.Connection, agent: str, events: list[Mapping[str, Any]], upload_key: UploadKey | None
+    ) -> InsertResult:
         # Encoding happens on this worker thread, off the event loop, and before the write lock is taken.
         encoded = [_encode_event(event) for event in events]
         created_at = self._clock()
         rows: list[ActivityRow] = []
         with write_transaction(conn):
+            if upload_key is not None:
+                conn.execute("DELETE FROM upload_keys WHERE created_at < ?", (created_at - UPLOAD_KEY_TTL_MS,))
+                seen = conn.execute(
+                    "SELECT digest, accepted FROM upload_keys WHERE agent = ? AND key = ?", (agent, upload_key.key)
+                ).fetchone()
+                if seen is not None:
+                    if bytes(seen[0]) != upload_key.digest:
+                        raise IdempotencyConflictError("this Idempotency-Key was already used for a different batch")
+                    return InsertResult([], int(seen[1]), replayed=True)
+                conn.execute(
+                    "INSERT INTO upload_keys (agent, key, digest, accepted, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (agent, upload_key.key, upload_key.digest, len(encoded), created_at),
+                )
             for kind, ts, text in encoded:
                 cur = conn.execute(
                     "INSERT INTO activity (agent, kind, ts, created_at, event) VALUES (?, ?, ?, ?, ?)",
@@ -100,7 +147,7 @@ class ActivityStore:
                 row_id = cur.lastrowid
                 assert row_id is not None
                 rows.append(ActivityRow(row_id, agent, kind, ts, created_at, text))
-        return rows
+        return InsertResult(rows, len(rows), replayed=False)
 
     async def list(
         self,

@@ -83,6 +83,18 @@ ACTIVITY_MIGRATIONS: Sequence[Migration] = (
         # prune() deletes by event time in small chunks; without this each chunk would rescan the table.
         "CREATE INDEX IF NOT EXISTS activity_ts ON activity (ts)",
     ),
+    (
+        # Idempotency keys of recent uploads: a retried batch whose first answer was lost is stored once.
+        """CREATE TABLE IF NOT EXISTS upload_keys (
+            agent      TEXT NOT NULL,
+            key        TEXT NOT NULL,
+            digest     BLOB NOT NULL,
+            accepted   INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            PRIMARY KEY (agent, key)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS upload_keys_created_at ON upload_keys (created_at)",
+    ),
 )
 
 

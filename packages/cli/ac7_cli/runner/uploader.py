@@ -36,9 +36,11 @@ Contract (DESIGN §6 "Uploader"):
   the unsent spool — to the spool file in order (rewritten via a 0600 temp file, fsync, rename) and logs a WARNING
   with the count. The next `start()` for the same broker URL + agent sends it before anything new. Events submitted
   after `close()` are appended to the spool file directly.
-- **Exactly once**, except when the answer to a POST is lost after the broker stored the batch (the broker killed
-  mid-request, or `close()`'s deadline cutting a request short): the API has no idempotency key, so that batch is
-  sent again. Nothing is lost other than by a 4xx, a crash of the runner itself, a full disk or a busy spool.
+- **Exactly once**: each batch carries an `Idempotency-Key` that its retries reuse, so when the answer to a POST is
+  lost after the broker stored the batch (a connection cut, a timeout), the retry is recognised and stored nothing.
+  One case remains: a batch still in flight when `close()` gives up goes back to the spool without its key, and the
+  next run sends it under a new one, so it can be stored twice. Nothing is lost other than by a 4xx, a crash of the
+  runner itself, a full disk or a busy spool.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ import logging
 import math
 import os
 import random
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -421,6 +424,7 @@ class ActivityUploader:
         self._mem_bytes = 0
         self._inflight: list[_Entry] = []
         self._inflight_bytes = 0
+        self._inflight_key = ""  # the in-flight batch's Idempotency-Key, the same for each of its retries
         self._from_spool = 0  # entries in memory/in flight that were read back from the spool file
 
         self._wake = asyncio.Event()  # something to send (or closing)
@@ -681,6 +685,7 @@ class ActivityUploader:
         self._mem_bytes -= size
         self._inflight = batch
         self._inflight_bytes = size
+        self._inflight_key = secrets.token_urlsafe(16)
         return batch
 
     async def _deliver(self, batch: list[_Entry]) -> None:
@@ -737,7 +742,11 @@ class ActivityUploader:
         self._requests += 1
         try:
             async with self._session.post(
-                self._endpoint, data=body, headers=self._headers, allow_redirects=False, timeout=self._timeout
+                self._endpoint,
+                data=body,
+                headers={**self._headers, "Idempotency-Key": self._inflight_key},
+                allow_redirects=False,
+                timeout=self._timeout,
             ) as response:
                 status = response.status
                 if 200 <= status < 300:
