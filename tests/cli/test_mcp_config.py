@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,28 @@ def test_clean_stale_recovers_dead_runners_and_keeps_live_ones(tmp_path: Path, p
     assert not dead.exists()
     assert live.exists() and other_live.exists() and not_ours.exists()
     assert (project / ".mcp.json").read_bytes() == ORIGINAL
+
+
+def test_a_deep_temp_dir_moves_the_session_dir_and_cleanup_looks_there_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    fallback = tmp_path / "short"
+    fallback.mkdir()
+    monkeypatch.setattr(session_dir, "FALLBACK_ROOT", fallback)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))  # what TMPDIR=<deep> gives gettempdir()
+    made = session_dir.create(None)
+    assert made.parent == fallback and stat.S_IMODE(made.stat().st_mode) == 0o700
+    assert list(deep.iterdir()) == []
+    roomy = session_dir.create(tmp_path)  # a short enough root is used as it is
+    assert roomy.parent == tmp_path
+    dead = fallback / f"{session_dir.PREFIX}{_dead_pid()}-abc"
+    dead.mkdir(mode=0o700)
+    assert session_dir.clean_stale(tmp_path) == 0  # a named root: only that root
+    assert dead.exists()
+    assert session_dir.clean_stale(None) == 1  # the system temp dir, and the fallback
+    assert not dead.exists() and made.exists()
 
 
 # --- through the real runner ----------------------------------------------------------------------------------------

@@ -46,7 +46,9 @@ def _alive(pid: int) -> bool:
 
 def clean_stale(tmp_root: Path | None = None) -> int:
     """Remove session dirs of runners that no longer run, restoring any .mcp.json they left patched."""
-    roots = dict.fromkeys([Path(tmp_root or tempfile.gettempdir()), FALLBACK_ROOT])  # see create()
+    # The system temp dir, and /tmp where create() may have moved a session dir. A caller that names its own
+    # tmp_root (the tests) gets only that root, so it never touches other runs' directories.
+    roots = dict.fromkeys([Path(tmp_root or tempfile.gettempdir()), *([FALLBACK_ROOT] if tmp_root is None else [])])
     entries = [entry for root in roots for entry in root.glob(f"{PREFIX}*")]
     removed = 0
     for entry in entries:
