@@ -41,7 +41,7 @@ __all__ = [
     "WebPushNotifier",
     "build_payload",
     "ensure_vapid_keys",
-    "mentions",
+    "mentioned_names",
     "push_targets",
 ]
 
@@ -61,9 +61,9 @@ _NAME_CHARS = "A-Za-z0-9._-"
 # --- policy ---------------------------------------------------------------------------------------------------------
 
 
-# A maximal run of name characters after an `@`. Whether that run mentions a slot is decided in `mentioned_names`.
-_AT_RUN_RE = re.compile(rf"@([{_NAME_CHARS}]+)")
-_NAME_CHAR_SET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")  # = _NAME_CHARS
+# A maximal run of name characters after an `@` that does not itself follow a name character (`me@ivy` is an
+# address). Whether that run mentions a slot is decided in `mentioned_names`.
+_AT_RUN_RE = re.compile(rf"(?<![{_NAME_CHARS}])@([{_NAME_CHARS}]+)")
 
 
 def mentioned_names(body: str) -> frozenset[str]:
@@ -80,19 +80,12 @@ def mentioned_names(body: str) -> frozenset[str]:
         return frozenset()
     names: set[str] = set()
     for match in _AT_RUN_RE.finditer(body):
-        start = match.start()
-        if start > 0 and body[start - 1] in _NAME_CHAR_SET:
-            continue
         run = match.group(1).lower()
         names.add(run)
         # `@ivy.` at the end of a sentence names `ivy`; `@ivy.bot` names only `ivy.bot`, `@ivy..` not `ivy`.
         if run.endswith("."):
             names.add(run[:-1])
     return frozenset(names)
-
-
-def mentions(body: str, name: str) -> bool:
-    return name.lower() in mentioned_names(body)
 
 
 def push_targets(message: Message, recipients: Iterable[str], has_live_socket: Callable[[str], bool]) -> list[str]:

@@ -51,14 +51,20 @@ def _parse_upload(data: bytes) -> list[dict[str, Any]]:
 _UPLOAD_KEY_RE = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
 
 
-def _upload_key(request: web.Request, data: bytes) -> UploadKey | None:
-    """The optional `Idempotency-Key` header, bound to a digest of the body it arrived with."""
+def _idempotency_key(request: web.Request) -> str | None:
+    """The optional `Idempotency-Key` header, checked."""
     values = request.headers.getall("Idempotency-Key", [])
     if not values:
         return None
     if len(values) > 1 or not _UPLOAD_KEY_RE.match(values[0]):
         raise bad_request("Idempotency-Key must be one value of 16-64 characters from A-Z a-z 0-9 _ -")
-    return UploadKey(values[0], hashlib.sha256(data).digest())
+    return values[0]
+
+
+def _read_upload(data: bytes, key: str | None) -> tuple[list[dict[str, Any]], UploadKey | None]:
+    """The validated events, and the key bound to a digest of the body it arrived with (up to 16 MiB to hash)."""
+    events = _parse_upload(data)
+    return events, None if key is None else UploadKey(key, hashlib.sha256(data).digest())
 
 
 @routes.post("/agents/{name}/activity")
@@ -68,11 +74,11 @@ async def upload(request: web.Request) -> web.Response:
     agent = _agent(request, state)
     require_self(caller, agent, "upload its activity")
     check_json_content_type(request)
+    key = _idempotency_key(request)
     data = await read_body(request, state.settings.max_activity_body)
-    upload_key = _upload_key(request, data)
-    # Parsing and validating megabytes of trace JSON takes tens of milliseconds; on the event loop that would
-    # delay every message delivery and every other request by as much.
-    events = await asyncio.to_thread(_parse_upload, data)
+    # Parsing, validating and hashing megabytes of trace JSON takes tens of milliseconds; on the event loop that
+    # would delay every message delivery and every other request by as much.
+    events, upload_key = await asyncio.to_thread(_read_upload, data, key)
     try:
         result = await state.store.activity.insert_upload(agent, events, upload_key)
     except IdempotencyConflictError as exc:
