@@ -7,7 +7,6 @@ stream until the client has seen the first event).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from tls_fixtures import (
     SSE_EVENTS,
     UpstreamPKI,
+    basic_proxy_authorization,
     client_context,
     open_tunnel,
     run_h2_upstream,
@@ -320,38 +320,45 @@ async def test_tls_to_the_proxy_port_itself_is_refused(pki: UpstreamPKI, trace_r
             await until(asyncio.open_connection("127.0.0.1", th.port, ssl=ctx, server_hostname="localhost"))
 
 
-async def test_plain_http_proxy_requests(pki: UpstreamPKI, trace_root: Path) -> None:
-    """Absolute-form requests: traced hosts are captured, others relayed without a trace."""
-    app = web.Application()
+@asynccontextmanager
+async def plain_hello_server() -> AsyncIterator[tuple[int, list[dict[str, str]]]]:
+    """A plain-HTTP server on 127.0.0.1 answering `GET /hello`; yields its port and the headers of each request."""
+    seen: list[dict[str, str]] = []
 
     async def hello(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
         return web.Response(text="hello")
 
+    app = web.Application()
     app.router.add_get("/hello", hello)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        async with trace_host(pki, trace_root) as (th, rec), aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s:
-            async with s.get(f"http://127.0.0.1:{port}/hello", proxy=th.proxy_url) as r:
-                assert await r.text() == "hello"
-            await asyncio.sleep(0.05)
-            assert rec.exchanges == []
-            async with s.get(f"http://localhost:{port}/hello", proxy=th.proxy_url) as r:
-                assert await r.text() == "hello"
-            ex = await rec.next()
-            assert (ex.host, ex.port, ex.path, ex.response_body) == ("localhost", port, "/hello", b"hello")
+        yield site._server.sockets[0].getsockname()[1], seen  # type: ignore[union-attr]
     finally:
         await runner.cleanup()
 
 
+async def test_plain_http_proxy_requests(pki: UpstreamPKI, trace_root: Path) -> None:
+    """Absolute-form requests: traced hosts are captured, others relayed without a trace."""
+    async with (
+        plain_hello_server() as (port, _),
+        trace_host(pki, trace_root) as (th, rec),
+        aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s,
+    ):
+        async with s.get(f"http://127.0.0.1:{port}/hello", proxy=th.proxy_url) as r:
+            assert await r.text() == "hello"
+        await asyncio.sleep(0.05)
+        assert rec.exchanges == []
+        async with s.get(f"http://localhost:{port}/hello", proxy=th.proxy_url) as r:
+            assert await r.text() == "hello"
+        ex = await rec.next()
+        assert (ex.host, ex.port, ex.path, ex.response_body) == ("localhost", port, "/hello", b"hello")
+
+
 # --- proxy authentication -------------------------------------------------------------------------------------------
-
-
-def _basic(userinfo: str) -> str:
-    return f"Proxy-Authorization: Basic {base64.b64encode(userinfo.encode()).decode()}\r\n"
 
 
 async def test_the_proxy_wants_the_session_credentials(pki: UpstreamPKI, trace_root: Path) -> None:
@@ -362,13 +369,13 @@ async def test_the_proxy_wants_the_session_credentials(pki: UpstreamPKI, trace_r
         assert password and len(password) == 43 and th.proxy_url.startswith("http://ac7:")
         wrong = [
             "",
-            _basic(f"ac7:{password[:-1]}"),
-            _basic(f"ac8:{password}"),
-            _basic(f"ac7:{password}x"),
-            _basic(password),
+            basic_proxy_authorization(f"ac7:{password[:-1]}"),
+            basic_proxy_authorization(f"ac8:{password}"),
+            basic_proxy_authorization(f"ac7:{password}x"),
+            basic_proxy_authorization(password),
             f"Proxy-Authorization: Bearer {password}\r\n",
             "Proxy-Authorization: Basic !!!notbase64\r\n",
-            _basic(f"ac7:{password}") + _basic(f"ac7:{password}"),  # two values are not one credential
+            basic_proxy_authorization(f"ac7:{password}") * 2,  # two values are not one credential
         ]
         for host in ("localhost", "127.0.0.1"):  # traced, and a blind tunnel
             for auth in wrong:
@@ -387,34 +394,22 @@ async def test_the_proxy_wants_the_session_credentials(pki: UpstreamPKI, trace_r
 
 
 async def test_a_plain_proxied_request_needs_the_credentials_too(pki: UpstreamPKI, trace_root: Path) -> None:
-    seen: list[dict[str, str]] = []
-
-    async def hello(request: web.Request) -> web.Response:
-        seen.append(dict(request.headers))
-        return web.Response(text="hello")
-
-    app = web.Application()
-    app.router.add_get("/hello", hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with trace_host(pki, trace_root) as (th, rec), aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s:
-            for host in ("localhost", "127.0.0.1"):
-                async with s.get(f"http://{host}:{port}/hello", proxy=f"http://{th.proxy_address}") as r:
-                    assert r.status == 407
-            await asyncio.sleep(0.05)
-            assert seen == [] and rec.exchanges == []
-            # With them: relayed and traced, and the credentials go no further than the proxy.
-            async with s.get(f"http://localhost:{port}/hello", proxy=th.proxy_url) as r:
-                assert await r.text() == "hello"
-            ex = await rec.next()
-            assert not any(k.lower() == "proxy-authorization" for k in seen[0])
-            assert not any(k.lower() == "proxy-authorization" for k, _ in ex.request_headers)
-    finally:
-        await runner.cleanup()
+    async with (
+        plain_hello_server() as (port, seen),
+        trace_host(pki, trace_root) as (th, rec),
+        aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as s,
+    ):
+        for host in ("localhost", "127.0.0.1"):
+            async with s.get(f"http://{host}:{port}/hello", proxy=f"http://{th.proxy_address}") as r:
+                assert r.status == 407
+        await asyncio.sleep(0.05)
+        assert seen == [] and rec.exchanges == []
+        # With them: relayed and traced, and the credentials go no further than the proxy.
+        async with s.get(f"http://localhost:{port}/hello", proxy=th.proxy_url) as r:
+            assert await r.text() == "hello"
+        ex = await rec.next()
+        assert not any(k.lower() == "proxy-authorization" for k in seen[0])
+        assert not any(k.lower() == "proxy-authorization" for k, _ in ex.request_headers)
 
 
 # --- HTTP/2 ----------------------------------------------------------------------------------------------------------

@@ -327,13 +327,19 @@ async def run_h2_upstream(pki: UpstreamPKI) -> AsyncIterator[H2Upstream]:
 # --- raw CONNECT tunnels --------------------------------------------------------------------------------------------
 
 
+def basic_proxy_authorization(userinfo: str) -> str:
+    """A `Proxy-Authorization: Basic` header line (with its CRLF) for `user:password`."""
+    return f"Proxy-Authorization: Basic {base64.b64encode(userinfo.encode()).decode()}\r\n"
+
+
 def proxy_authorization(proxy_url: str) -> str:
     """The `Proxy-Authorization` header line a client derives from `http://user:password@host:port`."""
     parts = urllib.parse.urlsplit(proxy_url)
     if parts.username is None:
         return ""
-    userinfo = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-    return f"Proxy-Authorization: Basic {base64.b64encode(userinfo.encode()).decode()}\r\n"
+    return basic_proxy_authorization(
+        f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    )
 
 
 async def open_tunnel(
